@@ -172,8 +172,18 @@ def test_lone_surrogates_are_rejected_by_validator_and_scorer_alike(field, row, 
   line = result.err.splitlines()[0]
   assert line.startswith(f"{path}:3: {field}: ") and "lone surrogate" in line
   with pytest.raises(loader.DataError) as e:
-    loader.load(path)
+    loader.load(path)  # what scoring reads the file with
   assert str(e.value) == line
+
+
+def test_score_refuses_a_lone_surrogate_as_validate_does(tiny_family, tmp_path,
+                                                         run_cli) -> None:
+  row = {"prompt": "Q: \ud800?", "classes": "[' a', ' b']", "answer_index": 1}
+  data = write_data(tmp_path / "data", row)
+  validate = run_cli("data", "validate", data / "redefine_classification.jsonl")
+  result = run_cli("score", "--family", tiny_family, "--model", "tiny-1", "--tasks",
+                   "redefine", "--data_dir", data, "--out", tmp_path / "out")
+  assert_one_line(result, validate.err.splitlines()[0])
 
 
 def test_prompt_injection_completion_with_a_lone_surrogate(tmp_path) -> None:
