@@ -31,16 +31,18 @@ ACCURACY = {  # (task, variant) -> true accuracy of each model, smallest first
 }
 
 
-def entry(name):
+def entry(name, n_params=None):
   return {"name": name, "architecture": "decoder_only", "gin": "tiny.gin",
           "checkpoint": f"{name}/checkpoint_0", "vocabulary": {"type": "byte"},
-          "n_params": int(MODELS[name]), "train_tokens": TOKENS, "train_flops": None}
+          "n_params": int(n_params or MODELS[name]), "train_tokens": TOKENS, "train_flops": None}
 
 
-def write_run(results, model, task, variant, recs, complete=True, run_key=None, family="tiny"):
+def write_run(results, model, task, variant, recs, complete=True, run_key=None, family="tiny",
+              n_params=None):
   run_key = run_key or f"{model}.{task}.{variant}"
   run_dir = pathlib.Path(results) / "runs" / run_key
-  info = {"run_key": run_key, "engine_version": "test", "family": family, "model": entry(model),
+  info = {"run_key": run_key, "engine_version": "test", "family": family,
+          "model": entry(model, n_params),
           "task": task, "variant": variant, "data_sha256": "0" * 64, "vocabulary": "byte",
           "options": {}, "n_examples": N, "n_rows": len(recs)}
   records.atomic_write_text(run_dir / "run.json", json.dumps(info))
