@@ -4,13 +4,17 @@ that a kill at any point loses nothing for good and leaves nothing behind for go
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import os
 import pathlib
 
 import numpy as np
+import pytest
 
 from invscale_jax.report import analysis
 from invscale_jax.report import commands
+from conftest import RunCli
 from test_report_end_to_end import class_records, small_results, write_run
 
 OPTIONS = analysis.Options(resamples=200)
@@ -95,3 +99,46 @@ def test_report_respects_the_umask(tmp_path) -> None:
     os.umask(old)
   assert out.stat().st_mode & 0o777 == 0o755
   assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}
+
+
+TIED = (0, 2, 4, 6, 8, 1)  # examples whose classes tiny-2 scores equally: answers 0,0,0,0,0,1
+
+
+def tied_results(root: pathlib.Path) -> pathlib.Path:
+  """tiny-1 and tiny-2 on 20 memo-trap examples (answer_index = example_id % 2); tiny-2
+  scores both classes of the TIED examples equally."""
+  rng = np.random.default_rng(4)
+  for model in ("tiny-1", "tiny-2"):
+    recs = class_records(model, "memo-trap", "zero_shot", 0.5, rng, n=20)
+    if model == "tiny-2":
+      recs = [dataclasses.replace(r, logprob=-1.0) if r.example_id in TIED else r
+              for r in recs]
+    write_run(root, model, "memo-trap", "zero_shot", recs)
+  return root
+
+
+def test_ties_follow_the_chosen_rule_and_are_counted(tmp_path, run_cli: RunCli) -> None:
+  results = tied_results(tmp_path / "results")
+  accuracy, summaries = {}, {}
+  for rule in ("default", "argmax", "fractional"):
+    out = tmp_path / rule
+    result = run_cli("report", results, "--out", out, "--resamples", "200",
+                     *(() if rule == "default" else ("--ties", rule)))
+    assert result.code == 0, result.err
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["settings"]["ties"] == ("argmax" if rule == "default" else rule)
+    assert data["ties"] == [
+        {"family": "tiny", "model": m, "task": "memo-trap", "variant": "zero_shot",
+         "tied": tied, "n_examples": 20} for m, tied in (("tiny-1", 0), ("tiny-2", 6))]
+    accuracy[rule] = {p["model"]: p["value"] for c in data["curves"]
+                      if (c["task"], c["metric"]) == ("memo-trap", "accuracy")
+                      for p in c["points"]}
+    summaries[rule] = (out / "summary.md").read_text()
+  assert accuracy["default"] == accuracy["argmax"]  # the prize's rule by default
+  assert accuracy["argmax"]["tiny-1"] == accuracy["fractional"]["tiny-1"]  # no ties
+  # On the tied examples argmax predicts class 0: right on 5 of 6; fractional: 6 x 1/2.
+  assert accuracy["argmax"]["tiny-2"] - accuracy["fractional"]["tiny-2"] == pytest.approx(
+      (5 - 3) / 20)
+  assert "| tiny | memo-trap | zero_shot | tiny-2 | 6 | 20 |" in summaries["argmax"]
+  assert "Accuracy breaks a tie by **argmax**" in summaries["argmax"]
+  assert "Accuracy breaks a tie by **fractional**" in summaries["fractional"]

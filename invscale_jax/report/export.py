@@ -67,5 +67,6 @@ def metrics_json(a: Analysis, inputs: Sequence[str]) -> str:
       "externals": [dataclasses.asdict(p) for p in a.externals],
       "class_balance": {t: dataclasses.asdict(b) for t, b in a.class_balance.items()},
       "missing": list(a.missing),
+      "ties": [dataclasses.asdict(t) for t in a.ties],
   }
   return json.dumps(_clean(data), indent=1, ensure_ascii=False) + "\n"

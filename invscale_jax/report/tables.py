@@ -138,6 +138,21 @@ def balance_section(a: Analysis) -> Section:
                    "constant-answer accuracy", "imbalanced"), rows))
 
 
+def ties_section(a: Analysis) -> Section:
+  rule = ("**argmax**: the lowest class index wins, as np.argmax in the prize's code "
+          "(--ties fractional scores a k-way tie that includes the answer 1/k)"
+          if a.options.ties == "argmax" else
+          "**fractional**: a k-way tie that includes the answer scores 1/k (--ties argmax: "
+          "the lowest class index wins, as in the prize's code)")
+  rows = tuple((t.family, t.task, t.variant, t.model, str(t.tied), str(t.n_examples))
+               for t in a.ties if t.tied)
+  return Section("Ties for the top class score",
+                 text=f"Accuracy breaks a tie by {rule}. "
+                 + ("Runs not listed have no ties." if rows else "No run has a tie."),
+                 table=Table(("family", "task", "variant", "model", "tied examples",
+                              "examples"), rows) if rows else None)
+
+
 def average_section(a: Analysis, metric: str) -> Section:
   items = tuple(f"{x.family} {x.variant}: {len(x.tasks)} task(s): {', '.join(x.tasks)}"
                 + (f" (left out: {', '.join(x.left_out)})" if x.left_out else "")
@@ -154,7 +169,7 @@ def sections(a: Analysis) -> list[Section]:
   out = [shape_section(a, a.options.metric), variant_section(a, a.options.metric),
          average_section(a, a.options.metric), steps_section(a, a.options.metric)]
   out += [shape_section(a, m) for m in labelled]
-  out += [unparseable_section(a), balance_section(a),
+  out += [unparseable_section(a), ties_section(a), balance_section(a),
           Section("What is missing", text="" if a.missing else "Nothing: every run is complete.",
                   items=a.missing),
           Section("Method", text=shapes.rule_markdown(a.options.resamples, a.options.alpha,
