@@ -251,6 +251,8 @@ def test_chain_of_thought_on_a_parameter_axis(tmp_path):
                              options=analysis.Options(resamples=200))
   summary = (out / "summary.md").read_text()
   assert "x axis: parameters" in summary
+  assert ("- Chain of thought: accuracy parses the generated answer; loss re-scores the "
+          "classes after the generation\n") in summary
   assert "| tiny | memo-trap | cot_1_shot | tiny-1 | 20.0% |" in summary
   assert "| tiny | memo-trap | cot_1_shot | tiny-2 | 40.0% |" in summary
   rows = list(csv.DictReader(open(out / "metrics.csv")))

@@ -142,3 +142,5 @@ def test_ties_follow_the_chosen_rule_and_are_counted(tmp_path, run_cli: RunCli) 
   assert "| tiny | memo-trap | zero_shot | tiny-2 | 6 | 20 |" in summaries["argmax"]
   assert "Accuracy breaks a tie by **argmax**" in summaries["argmax"]
   assert "Accuracy breaks a tie by **fractional**" in summaries["fractional"]
+  assert ("- Data: the memo-trap release changed after the prize's own evaluation; numbers "
+          "may differ from the prize's published plots\n") in summaries["argmax"]

@@ -179,6 +179,15 @@ def sections(a: Analysis) -> list[Section]:
 
 def header_lines(a: Analysis, inputs: Sequence[str]) -> list[str]:
   axis = "training compute (FLOPs)" if a.axis == "compute" else "parameters"
-  return [f"Inputs: {', '.join(inputs)}",
-          f"x axis: {axis}; intervals: {1 - a.options.alpha:.0%} bootstrap over examples, "
-          f"{a.options.resamples} resamples, seed {a.options.seed}"]
+  lines = [f"Inputs: {', '.join(inputs)}",
+           f"x axis: {axis}; intervals: {1 - a.options.alpha:.0%} bootstrap over examples, "
+           f"{a.options.resamples} resamples, seed {a.options.seed}"]
+  changed = sorted({c.task for c in a.curves if c.task != AVERAGE
+                    and catalog.get(c.task).changed_after_evaluation}, key=task_order)
+  if changed:
+    lines.append(f"Data: the {', '.join(changed)} release changed after the prize's own "
+                 "evaluation; numbers may differ from the prize's published plots")
+  if any(c.metric == "unparseable_rate" for c in a.curves):
+    lines.append("Chain of thought: accuracy parses the generated answer; loss re-scores "
+                 "the classes after the generation")
+  return lines
