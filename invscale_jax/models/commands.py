@@ -9,7 +9,7 @@ from invscale_jax import family as family_lib
 
 def _init_tiny(args: argparse.Namespace) -> int:
   from invscale_jax.models import tiny  # pylint: disable=g-import-not-at-top
-  manifest = tiny.init_tiny(args.out, seed=args.seed)
+  manifest = tiny.init_tiny(args.out, seed=args.seed, checkpoint_format=args.format)
   print(f"wrote {manifest}")
   return 0
 
@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = sub.add_parser("init-tiny", help="create the embedded tiny family (T5X checkpoints + manifest)")
   p.add_argument("--out", required=True)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--format", choices=("legacy", "orbax"), default="legacy",
+                 help="checkpoint layout: T5X legacy (msgpack + zarr) or Orbax (T5X's default)")
   p.set_defaults(func=_init_tiny)
   p = sub.add_parser("show", help="models of a manifest with parameters (counted from "
                                   "checkpoints when absent), tokens and compute")
