@@ -47,6 +47,9 @@ class ModelConfig:
   rotary_base: float = 10000.0
   parallel_residual: bool = True  # gpt_neox: x + attn(ln1(x)) + mlp(ln2(x))
   dtype: str = "bfloat16"  # activations; params are float32, logits float32
+  # T5 stacks: one relative position bias per layer (t5x/examples/scalable_t5), not one
+  # shared by the layers of a stack (t5x/examples/t5 and decoder_only).
+  relpos_per_layer: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
