@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     return int(args.func(args) or 0)
   except (UserError, ValueError, FileNotFoundError, KeyError) as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"invscale: error: {message}", file=sys.stderr)
+    message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    # One line: gin appends "In call to configurable ..." lines to errors raised in its calls.
+    print(f"invscale: error: {message.splitlines()[0] if message else type(e).__name__}",
+          file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("invscale: interrupted; re-run the same command to resume", file=sys.stderr)

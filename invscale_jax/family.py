@@ -6,11 +6,14 @@ A manifest is a JSON file::
    "models": [{"name": "tiny-1", "architecture": "decoder_only",
                "gin": "models/tiny/tiny_1.gin", "checkpoint": "tiny-1/checkpoint_0",
                "vocabulary": {"type": "byte"},
-               "n_params": 123456, "train_tokens": 1e9, "train_flops": null}, ...]}
+               "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
+               "bos_id": 0}, ...]}
 
 Relative `checkpoint` and vocabulary paths are relative to the manifest's directory; a
 relative `gin` path is looked up next to the manifest, then in the project's `gin/` folder.
 `n_params` may be omitted (it is then counted from the checkpoint by `resolve_n_params`).
+`bos_id` is the token the model's own pipeline puts before every prompt (null: none);
+when absent it is the architecture's convention, `DEFAULT_BOS`.
 
 T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
 `"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
@@ -26,6 +29,12 @@ import pathlib
 from typing import Any, Callable
 
 ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox")
+# What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
+# feature converter shifts in id 0; transformers, lm-eval-harness and the prize pipeline
+# add nothing before GPT-NeoX (Pythia) prompts. Encoder-decoder prompts go to the encoder
+# unchanged (the decoder starts from id 0 whatever this says).
+DEFAULT_BOS: dict[str, int | None] = {"decoder_only": 0, "encoder_decoder": None,
+                                      "gpt_neox": None}
 VOCABULARY_TYPES = ("byte", "sentencepiece", "hf_tokenizer")
 GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
 
@@ -44,6 +53,7 @@ class ModelEntry:
   n_params: int | None = None
   train_tokens: float | None = None
   train_flops: float | None = None
+  bos_id: int | None = None  # token before every prompt (decoder-only architectures)
 
   @property
   def compute(self) -> float | None:
@@ -99,6 +109,16 @@ def _number(where: str, value: Any, field: str, integer: bool = False) -> Any:
   return int(value) if integer else float(value)
 
 
+def _bos_id(where: str, m: dict[str, Any]) -> int | None:
+  if "bos_id" not in m:
+    return DEFAULT_BOS[m["architecture"]]
+  value = m["bos_id"]
+  if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+    return value
+  raise ManifestError(f"{where}: bos_id: must be a token id (an integer >= 0) or null, "
+                      f"got {value!r}")
+
+
 def load(path: os.PathLike | str) -> Family:
   """Reads and validates a manifest; every problem raises ManifestError naming the field."""
   path = pathlib.Path(path)
@@ -143,7 +163,8 @@ def load(path: os.PathLike | str) -> Family:
         checkpoint=_resolve(base, m["checkpoint"]), vocabulary=vocab,
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
-        train_flops=_number(where, m.get("train_flops"), "train_flops")))
+        train_flops=_number(where, m.get("train_flops"), "train_flops"),
+        bos_id=_bos_id(where, m)))
   return Family(name=str(data.get("family", path.stem)), models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
 

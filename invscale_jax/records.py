@@ -1,27 +1,17 @@
-"""Result records: what the engine writes and the report reads.
+"""Result records: what the engine writes and the report reads, one JSON object per line.
 
-Layout of a results directory::
-
-  RESULTS/runs/<run_key>/run.json            what was run (model, task, variant, options)
-  RESULTS/runs/<run_key>/chunk-000000.jsonl  records, written atomically (tmp + rename)
-  RESULTS/runs/<run_key>/COMPLETE            present once every chunk is written
-
-A chunk file exists only when it is whole, so readers never see half a chunk. Chunks hold
-disjoint sets of examples (a resumed run numbers its new chunks after the existing ones).
-
-run.json holds: run_key, engine_version, family (name), model (the manifest entry as a
-dict: name, architecture, n_params, train_tokens, train_flops, ...), task, variant,
-data_sha256, vocabulary, options (variant and scoring options), n_examples, n_rows.
+A chunk (see `results` for where chunks live) is the records of whole examples. An example
+has, by the run's `record_kinds`: one CLASS record per class, one SEQUENCE record, and/or
+one GENERATION record. Every number in a record is finite: a model that produces NaN is
+an error, never a record.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import pathlib
-import tempfile
-from typing import Any, Iterable, Iterator
+import math
+from typing import Any, Iterable, Sequence
 
 # Kinds of record.
 CLASS = "class"  # one class of a classification example, scored by log-likelihood
@@ -56,6 +46,8 @@ class Record:
   token_logprobs: tuple[float, ...] | None = None
   generation: str | None = None
   parsed: bool | None = None  # GENERATION only: did the answer map to a class
+  n_truncated: int = 0  # prompt tokens cut from the left to fit max_length
+  n_demos_dropped: int = 0  # few-shot / CoT demonstrations left out to fit max_length
 
   def to_json(self) -> str:
     d = dataclasses.asdict(self)
@@ -64,77 +56,88 @@ class Record:
     return json.dumps(d, ensure_ascii=False, sort_keys=True)
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "Record":
+  def from_dict(cls, d: Any) -> "Record":
+    if not isinstance(d, dict):
+      raise ValueError(f"must be a JSON object, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
       raise ValueError(f"unknown record fields {sorted(unknown)}")
+    for name in ("example_id", "n_classes", "n_tokens", "n_bytes"):
+      if not _is_int(d.get(name)):
+        raise ValueError(f"{name}: must be an integer, got {d.get(name)!r}")
+    if d.get("kind") not in KINDS:
+      raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {d.get('kind')!r}")
+    for name in ("class_index", "answer_index"):
+      if d.get(name) is not None and not _is_int(d[name]):
+        raise ValueError(f"{name}: must be an integer or null, got {d[name]!r}")
+    logprob = d.get("logprob")
+    if logprob is not None and not (isinstance(logprob, (int, float)) and math.isfinite(logprob)):
+      raise ValueError(f"logprob: must be a finite number, got {logprob!r}")
     if d.get("token_logprobs") is not None:
       d = dict(d, token_logprobs=tuple(d["token_logprobs"]))
-    return cls(**d)
+    try:
+      return cls(**d)
+    except TypeError as e:  # a missing field
+      raise ValueError(str(e)) from None
 
 
-def atomic_write_text(path: os.PathLike | str, text: str) -> None:
-  """Writes `text` to `path` so that readers see the old file or the whole new one."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+KINDS = (CLASS, SEQUENCE, GENERATION)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def format_chunk(records: Iterable[Record]) -> bytes:
+  return "".join(r.to_json() + "\n" for r in records).encode("utf-8")
+
+
+def parse_chunk(path: str, data: bytes) -> list[Record]:
+  """The records of a chunk's bytes; a bad or truncated line raises ValueError naming
+  PATH:LINE."""
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+  if text and not text.endswith("\n"):
+    raise ValueError(f"{path}:{text.count(chr(10)) + 1}: truncated (no end of line)")
+  out = []
+  for lineno, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      out.append(Record.from_dict(json.loads(line)))
+    except (ValueError, TypeError, RecursionError) as e:
+      raise ValueError(f"{path}:{lineno}: record: {e}") from None
+  return out
 
 
-def remove_temporary_files(directory: os.PathLike | str) -> None:
-  """Removes what `atomic_write_text` leaves in `directory` when killed mid-write."""
-  for tmp in pathlib.Path(directory).glob(".*.tmp"):
-    tmp.unlink(missing_ok=True)
+def example_problem(recs: Sequence[Record], kinds: Sequence[str]) -> str | None:
+  """What is wrong with the records of one example (None: they are all there, once)."""
+  by_kind: dict[str, list[Record]] = {}
+  for r in recs:
+    by_kind.setdefault(r.kind, []).append(r)
+  if set(by_kind) != set(kinds):
+    return f"has {sorted(by_kind)} records, expected {sorted(kinds)}"
+  for kind, group in by_kind.items():
+    if kind == CLASS:
+      n, indices = group[0].n_classes, [r.class_index for r in group]
+      if None in indices or sorted(indices) != list(range(n)) or any(
+          r.n_classes != n for r in group):
+        return f"classes {indices} of {n}"
+    elif len(group) != 1:
+      return f"{len(group)} {kind} records, expected 1"
+  return None
 
 
-def write_chunk(path: os.PathLike | str, records: Iterable[Record]) -> None:
-  atomic_write_text(path, "".join(r.to_json() + "\n" for r in records))
+def check_finite(recs: Iterable[Record], label: str) -> None:
+  """Raises ValueError when a score is NaN or infinite (e.g. NaN weights)."""
+  for r in recs:
+    values = () if r.logprob is None else (r.logprob, *(r.token_logprobs or ()))
+    if not all(math.isfinite(v) for v in values):
+      raise ValueError(f"{label}: the model scored example {r.example_id} as {r.logprob} "
+                       f"(not a finite number): its checkpoint may hold NaN or infinite "
+                       f"weights; nothing of this chunk was written")
 
 
-def read_jsonl(path: os.PathLike | str) -> Iterator[Record]:
-  """Reads one chunk; a bad line raises ValueError naming FILE:LINE."""
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        yield Record.from_dict(json.loads(line))
-      except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}:{lineno}: record: {e}") from None
-
-
-def write_run_info(run_dir: os.PathLike | str, info: dict[str, Any]) -> None:
-  atomic_write_text(pathlib.Path(run_dir) / "run.json", json.dumps(info, indent=1, sort_keys=True))
-
-
-def mark_complete(run_dir: os.PathLike | str) -> None:
-  atomic_write_text(pathlib.Path(run_dir) / "COMPLETE", "")
-
-
-def run_dirs(results_dir: os.PathLike | str) -> list[pathlib.Path]:
-  """Run directories under RESULTS/runs, sorted by name."""
-  root = pathlib.Path(results_dir) / "runs"
-  return sorted(p for p in root.glob("*") if (p / "run.json").is_file())
-
-
-def read_run_info(run_dir: os.PathLike | str) -> dict[str, Any]:
-  with open(pathlib.Path(run_dir) / "run.json", encoding="utf-8") as f:
-    return json.load(f)
-
-
-def read_run_records(run_dir: os.PathLike | str) -> list[Record]:
-  return [r for chunk in sorted(pathlib.Path(run_dir).glob("chunk-*.jsonl"))
-          for r in read_jsonl(chunk)]
-
-
-def is_complete(run_dir: os.PathLike | str) -> bool:
-  return (pathlib.Path(run_dir) / "COMPLETE").is_file()

@@ -417,12 +417,12 @@ def read_results(out: os.PathLike | str,
                  dirs: list[pathlib.Path] | None = None) -> dict[RecordKey, object]:
   """Every record under OUT/runs (or in `dirs`) by identity. Fails on a duplicate, and on
   a run whose records are not exactly its examples and rows (run.json's n_examples, n_rows)."""
-  from invscale_jax import records  # pylint: disable=g-import-not-at-top
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
 
   result = {}
-  for run_dir in records.run_dirs(out) if dirs is None else dirs:
-    info = records.read_run_info(run_dir)
-    recs = records.read_run_records(run_dir)
+  for run_dir in run_dirs(out) if dirs is None else dirs:
+    info = results.read_run_info(run_dir)
+    recs = results.read_records(run_dir)
     assert {r.run_key for r in recs} <= {info["run_key"]}, run_dir
     assert sorted({r.example_id for r in recs}) == list(range(info["n_examples"])), run_dir
     assert len(recs) == info["n_rows"], run_dir
@@ -438,18 +438,27 @@ def record_key(r) -> RecordKey:
   return (r.model, r.task, r.variant, r.example_id, r.kind, r.class_index)
 
 
+def run_dirs(out: os.PathLike | str) -> list[pathlib.Path]:
+  """The run directories under OUT/runs."""
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
+
+  return [pathlib.Path(d) for d in results.run_dirs(out)]
+
+
 def temporary_files(out: os.PathLike | str) -> list[pathlib.Path]:
-  """Files an interrupted atomic write leaves behind (`.NAME.XXXX.tmp`)."""
-  return sorted(pathlib.Path(out).rglob(".*.tmp"))
+  """Files a finished run must not leave behind: temporary files of interrupted writes
+  (`.NAME.XXXX.tmp`, tensorstore's `.__lock`) and leases."""
+  root = pathlib.Path(out)
+  return sorted([*root.rglob(".*.tmp"), *root.rglob("*.__lock"), *root.rglob("LEASE")])
 
 
 def assert_finished(out: os.PathLike | str, n_runs: int) -> None:
-  """`n_runs` run dirs, each COMPLETE, and no temporary file anywhere."""
-  from invscale_jax import records  # pylint: disable=g-import-not-at-top
+  """`n_runs` run dirs, each verified complete, and no temporary file or lease anywhere."""
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
 
-  dirs = records.run_dirs(out)
+  dirs = run_dirs(out)
   assert len(dirs) == n_runs, dirs
-  assert [d.name for d in dirs if not records.is_complete(d)] == []
+  assert [d.name for d in dirs if not results.is_complete(d)] == []
   assert temporary_files(out) == []
 
 
@@ -472,11 +481,11 @@ def assert_same_records(got: dict[RecordKey, object], expected: dict[RecordKey, 
 
 def find_run(out: os.PathLike | str, model: str, task: str, variant: str) -> pathlib.Path:
   """The run dir of (model, task, variant) under OUT."""
-  from invscale_jax import records  # pylint: disable=g-import-not-at-top
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
 
   found = []
-  for d in records.run_dirs(out):
-    info = records.read_run_info(d)
+  for d in run_dirs(out):
+    info = results.read_run_info(d)
     if (info["model"]["name"], info["task"], info["variant"]) == (model, task, variant):
       found.append(d)
   assert len(found) == 1, f"{out}: {len(found)} runs of {(model, task, variant)}"

@@ -1,6 +1,8 @@
 """The whole chain for a converted family: a Hugging Face GPT-NeoX model with its
-tokenizer.json -> `invscale convert` -> manifest -> `invscale score` on real task rows.
-Every class log-probability in the records equals transformers' own (float32, 1e-4)."""
+tokenizer -> `invscale convert` -> manifest -> `invscale score` on real task rows.
+Every class log-probability in the records equals transformers' own (float32, 1e-4), with
+transformers fed what its users feed it: the raw prompt through the model's own tokenizer
+(which, for GPT-NeoX, adds no BOS token), then the class tokens."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 import torch
 import transformers
 
-from invscale_jax import records
+from conftest import run_dirs
+from invscale_jax import records, results
 from invscale_jax.data import datadir
 
 
@@ -39,7 +42,10 @@ def hf_model_dir(tmp_path_factory, shared_data) -> pathlib.Path:
   tokenizer.train_from_iterator(texts, tokenizers.trainers.BpeTrainer(
       vocab_size=500, special_tokens=["<|endoftext|>"],
       initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
-  tokenizer.save(str(src / "tokenizer.json"))
+  # As Pythia's tokenizer: <|endoftext|> is BOS and EOS, and encoding adds neither.
+  transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+      unk_token="<|endoftext|>").save_pretrained(src)
   config = transformers.GPTNeoXConfig(
       vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
       intermediate_size=256, rotary_pct=0.25, max_position_embeddings=2048,
@@ -63,20 +69,19 @@ def test_converted_family_scores_like_transformers(tmp_path, hf_model_dir, small
   result = run_cli("score", "--family", out / "manifest.json", "--tasks", "memo-trap",
                    "--data_dir", small_memo_trap, "--out", tmp_path / "results")
   assert result.code == 0, result.err
-  [run_dir] = records.run_dirs(tmp_path / "results")
-  recs = records.read_run_records(run_dir)
+  [run_dir] = run_dirs(tmp_path / "results")
+  recs = results.read_records(run_dir)
   assert len(recs) == 24
 
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  tokenizer = tokenizers.Tokenizer.from_file(str(hf_model_dir / "tokenizer.json"))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_model_dir)
   model = transformers.GPTNeoXForCausalLM.from_pretrained(hf_model_dir).eval()
   examples = datadir.load_task(small_memo_trap, "memo-trap")
   worst = 0.0
   for r in recs:
     e = examples[r.example_id]
-    prompt = tokenizer.encode(e.prompt, add_special_tokens=False).ids
-    target = tokenizer.encode(e.classes[r.class_index], add_special_tokens=False).ids
-    ids = [0, *prompt, *target]  # BOS = <|endoftext|> = 0, as the engine prepends
+    prompt = tokenizer(e.prompt)["input_ids"]  # the tokenizer's own special tokens: none
+    target = tokenizer(e.classes[r.class_index], add_special_tokens=False)["input_ids"]
+    ids = [*prompt, *target]
     with torch.no_grad():
       logits = model(torch.tensor([ids])).logits[0].double()
     log_probs = torch.log_softmax(logits, -1)[len(ids) - len(target) - 1:-1]

@@ -9,7 +9,8 @@ import pathlib
 import numpy as np
 import seqio
 
-from invscale_jax import records
+from conftest import run_dirs
+from invscale_jax import records, results
 from invscale_jax.engine import chain_of_thought, partitioning
 from invscale_jax.engine.generate import DecodeOptions, Generator
 from test_engine_exact import task_requests
@@ -51,12 +52,12 @@ def test_cot_run_and_report_end_to_end(tmp_path: pathlib.Path, tiny_family, smal
                      variants, "--data_dir", small_data_dir, "--out", out,
                      "--generation_length", "24", "--max_length", "512")
     assert result.code == 0, result.err
-  cot = [d for d in records.run_dirs(out) if records.read_run_info(d)["variant"] == "cot_1_shot"]
-  assert len(cot) == 2 and all(records.is_complete(d) for d in cot)
-  recs = records.read_run_records(cot[0])
+  cot = [d for d in run_dirs(out) if results.read_run_info(d)["variant"] == "cot_1_shot"]
+  assert len(cot) == 2 and all(results.is_complete(d) for d in cot)
+  recs = results.read_records(cot[0])
   generations = [r for r in recs if r.kind == records.GENERATION]
   classes = [r for r in recs if r.kind == records.CLASS]
-  n = records.read_run_info(cot[0])["n_examples"]
+  n = results.read_run_info(cot[0])["n_examples"]
   assert len(generations) == n and len(classes) == 2 * n  # generate, then score both classes
   for g in generations:
     assert isinstance(g.generation, str) and g.parsed == (g.class_index is not None)
@@ -78,7 +79,7 @@ def test_generate_command_decodes_every_classification_run(tmp_path, tiny_family
                    "--variants", "zero_shot", "--data_dir", small_data_dir, "--out", out,
                    "--generation_length", "8", "--max_length", "512")
   assert result.code == 0, result.err
-  [run_dir] = records.run_dirs(out)
-  recs = records.read_run_records(run_dir)
+  [run_dir] = run_dirs(out)
+  recs = results.read_records(run_dir)
   assert recs and all(r.kind == records.GENERATION for r in recs)
-  assert len(recs) == records.read_run_info(run_dir)["n_examples"]
+  assert len(recs) == results.read_run_info(run_dir)["n_examples"]

@@ -25,11 +25,12 @@ MAX_LENGTH = 512
 
 def task_requests(data_dir: pathlib.Path, task: str, variant: str, n: int,
                   vocabulary: seqio.Vocabulary | None = None, tokenization: str = "separate",
-                  max_length: int = MAX_LENGTH) -> list[requests.Request]:
+                  max_length: int = MAX_LENGTH, bos_id: int | None = None
+                  ) -> list[requests.Request]:
   vocabulary = vocabulary or seqio.ByteVocabulary()
   options = seqio_tasks.tasks.PromptOptions(seed=0, max_length=max_length)
   task_ = seqio_tasks.build_task(task, variant, vocabulary, options, str(data_dir))
-  return requests.from_task(task_, vocabulary, tokenization, max_length)[:n]
+  return requests.from_task(task_, vocabulary, tokenization, max_length, bos_id)[:n]
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,16 @@ def test_engine_equals_brute_force(architecture, small_model, mixed_requests):
     assert_same(got, expected)
 
 
-def test_long_prompts_are_truncated_from_the_left(mixed_requests):
-  hindsight = [r for r in mixed_requests if r.n_truncated]
-  assert hindsight, "hindsight-neglect prompts are longer than MAX_LENGTH bytes"
+@pytest.mark.parametrize("bos_id", [None, 0])
+def test_long_prompts_are_truncated_from_the_left_keeping_the_bos(shared_data, bos_id):
+  hindsight = task_requests(shared_data, "hindsight-neglect", "zero_shot", 4, bos_id=bos_id)
+  assert all(r.n_truncated for r in hindsight), "prompts are longer than MAX_LENGTH bytes"
   for r in hindsight:
     longest = max(len(b.target) for b in r.branches)
-    assert 1 + len(r.prefix) + longest == MAX_LENGTH
-    assert r.prompt_text.encode("utf-8")[-len(r.prefix):] == bytes(t - 3 for t in r.prefix)
+    assert len(r.prefix) + longest == MAX_LENGTH
+    prompt = r.prefix if bos_id is None else r.prefix[1:]
+    assert bos_id is None or r.prefix[0] == bos_id
+    assert r.prompt_text.encode("utf-8")[-len(prompt):] == bytes(t - 3 for t in prompt)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 For each target slot we apply the attention rule the models implement (same nonzero
 segment, key index <= query index, key branch 0 or the query's branch) and check the
-visible tokens and positions are BOS + prompt + context + the earlier target tokens.
+visible tokens and positions are prefix (BOS + prompt) + context + the earlier target
+tokens, or for encoder-decoder the decoder start token + the earlier target tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def random_requests(n: int, seed: int, with_context: bool = False) -> list[Reque
         Branch(context=rng.integers(3, 300, int(rng.integers(0, 3)) if with_context else 0).astype(np.int32),
                target=rng.integers(3, 300, int(rng.integers(1, 6))).astype(np.int32), text="x")
         for _ in range(k))
-    prefix = rng.integers(3, 300, int(rng.integers(0, 120))).astype(np.int32)
+    prefix = rng.integers(3, 300, int(rng.integers(1, 120))).astype(np.int32)
     out.append(Request(i, records.CLASS, "", prefix, branches, answer_index=0))
   return out
 
@@ -49,11 +50,11 @@ def check_batches(requests: list[Request], architecture: str, batches: list[pack
         assert a["target_ids"][s.row, t] == b.target[u]
         tokens, positions = visible(a, s.row, a["target_index"][s.row, t])
         if architecture == "encoder_decoder":
-          expected = [packing.BOS, *b.target[:u].tolist()]
+          expected = [packing.DECODER_START, *b.target[:u].tolist()]
           enc = a["encoder_tokens"][s.row][a["encoder_segment_ids"][s.row] > 0].tolist()
           assert enc == r.prefix.tolist()
         else:
-          expected = [packing.BOS, *r.prefix.tolist(), *b.context.tolist(), *b.target[:u].tolist()]
+          expected = [*r.prefix.tolist(), *b.context.tolist(), *b.target[:u].tolist()]
         assert tokens == expected
         assert positions == list(range(len(expected)))
   assert seen == {(i, j) for i, r in enumerate(requests) for j in range(len(r.branches))}

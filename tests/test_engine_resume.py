@@ -18,9 +18,9 @@ import pytest
 
 from conftest import (CHUNK_SIZE, N_CHUNKS, N_RUNS, SCORE_ARGS, TINY_MODELS, CliResult, RunCli,
                       ScoreCli, assert_finished, assert_same_records, chunk_states, file_states,
-                      find_run, read_results, record_key, select, temporary_files)
+                      find_run, read_results, record_key, run_dirs, select, temporary_files)
 from invscale_jax import family as family_lib
-from invscale_jax import records
+from invscale_jax import records, results
 from invscale_jax.engine import loading, runner
 from invscale_jax.models import tiny
 
@@ -79,20 +79,21 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_records(
   out = tmp_path / "results"
   kill_after_chunks(score_cli, out, wait_chunks)
 
-  dirs = records.run_dirs(out)
-  assert min_complete <= sum(records.is_complete(d) for d in dirs) < N_RUNS
+  dirs = run_dirs(out)
+  assert min_complete <= sum(results.is_complete(d) for d in dirs) < N_RUNS
   survivors = chunk_files(out)
   assert wait_chunks <= len(survivors) < N_CHUNKS
   for chunk in survivors:  # written atomically: every chunk that exists is whole and right
-    got = {record_key(r): r for r in records.read_jsonl(chunk)}
+    got = {record_key(r): r for r in records.parse_chunk(str(chunk), chunk.read_bytes())}
     first = CHUNK_SIZE * int(chunk.stem.split("-")[1])
     expected = {k: r for k, r in reference.items()
                 if r.run_key == chunk.parent.name and first <= r.example_id < first + CHUNK_SIZE}
     assert_same_records(got, expected, SAME_RUN_ATOL)
   kept = chunk_states(out)
-  # A kill inside a write leaves the temporary file behind; make sure there is one.
-  unfinished = next(d for d in dirs if not records.is_complete(d))
-  (unfinished / ".chunk-000002.jsonl.k9xq2_1c.tmp").write_text('{"run_key": "', "utf-8")
+  # The killed process still holds its lease; on this host, with that process gone, the
+  # re-run takes it over at once.
+  unfinished = next(d for d in dirs if not results.is_complete(d))
+  assert (unfinished / "LEASE").is_file()
 
   result = score_cli.run(out, *SCORE_ARGS)
   assert result.code == 0, result.err
@@ -124,8 +125,12 @@ def test_run_keys_follow_what_determines_the_numbers(
   for changes in (speed_only, cot_only):
     options = dataclasses.replace(runner.ScoringOptions(), **changes)
     assert plan_keys(tiny_family, small_data_dir, options) == base, changes
+  # The tiny family's convention is T5X's (id 0 before each prompt): naming it explicitly
+  # is the same run; no BOS or another id is not.
+  assert plan_keys(tiny_family, small_data_dir, runner.ScoringOptions(bos="0")) == base
   for change in (dict(max_length=512), dict(seed=1), dict(tokenization="joint"),
-                 dict(dtype="bfloat16"), dict(token_logprobs=True)):
+                 dict(dtype="bfloat16"), dict(token_logprobs=True), dict(bos="none"),
+                 dict(bos="3")):
     options = dataclasses.replace(runner.ScoringOptions(), **change)
     keys = plan_keys(tiny_family, small_data_dir, options)
     assert all(keys[k] != base[k] for k in base), change
@@ -155,6 +160,7 @@ NUMBER_OPTIONS = [
     (("--seed", "1"), "1_shot", True),
     (("--dtype", "bfloat16"), "zero_shot", True),
     (("--tokenization", "joint"), "zero_shot", False),
+    (("--bos", "none"), "zero_shot", True),
 ]
 
 
@@ -164,17 +170,20 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
     flags: tuple[str, str], variant: str, changes_numbers: bool, score_here,
     reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before, old_dirs = file_states(out), set(records.run_dirs(out))
+  before, old_dirs = file_states(out), set(run_dirs(out))
   score_here(out, *ONE_TASK_ARGS, "--variants", variant, "--tokens_per_batch", "1024", *flags)
 
-  new_dirs = set(records.run_dirs(out)) - old_dirs
-  assert len(new_dirs) == 1 and records.is_complete(next(iter(new_dirs)))
+  new_dirs = set(run_dirs(out)) - old_dirs
+  assert len(new_dirs) == 1 and results.is_complete(next(iter(new_dirs)))
   new_dir = next(iter(new_dirs))
   now = file_states(out)
   assert {p: now[p] for p in before} == before  # old runs untouched, no chunk reused
-  info = records.read_run_info(new_dir)
+  info = results.read_run_info(new_dir)
   name, value = flags[0][2:], flags[1]
-  assert str(info["options"][name]) == value
+  if name == "bos":  # recorded resolved, as the token id the model saw (None: no token)
+    assert info["bos_id"] is None and info["options"].keys().isdisjoint({"bos"})
+  else:
+    assert str(info["options"][name]) == value
   got = read_results(out, [new_dir])
   expected = select(read_results(reference_results), ("tiny-1",), ("memo-trap",), (variant,))
   assert got.keys() == expected.keys()

@@ -1,4 +1,5 @@
-"""`invscale report` end to end on a synthetic RESULTS directory written with records.py."""
+"""`invscale report` end to end on a synthetic RESULTS directory written through the results
+store, as `invscale score` writes it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from invscale_jax import records
+from invscale_jax import results as results_lib
 from invscale_jax.report import analysis
 from invscale_jax.report import commands
 from invscale_jax.report import load
@@ -37,18 +39,25 @@ def entry(name):
           "n_params": int(MODELS[name]), "train_tokens": TOKENS, "train_flops": None}
 
 
-def write_run(results, model, task, variant, recs, complete=True, run_key=None, family="tiny"):
+def write_run(results_dir, model, task, variant, recs, complete=True, run_key=None,
+              family="tiny"):
+  """Writes a run through the results store, as `invscale score` does. A complete run has
+  as many examples as `recs` hold; an incomplete one is a part of N examples."""
   run_key = run_key or f"{model}.{task}.{variant}"
-  run_dir = pathlib.Path(results) / "runs" / run_key
+  n_examples = len({r.example_id for r in recs}) if complete else N
+  run_dir = results_lib.run_dir(str(results_dir), run_key)
   info = {"run_key": run_key, "engine_version": "test", "family": family, "model": entry(model),
           "task": task, "variant": variant, "data_sha256": "0" * 64, "vocabulary": "byte",
-          "options": {}, "n_examples": N, "n_rows": len(recs)}
-  records.atomic_write_text(run_dir / "run.json", json.dumps(info))
+          "options": {}, "n_examples": n_examples, "n_rows": len(recs), "n_records": len(recs),
+          "record_kinds": sorted({r.kind for r in recs})}
   recs = [dataclasses.replace(r, run_key=run_key) for r in recs]
-  records.write_chunk(run_dir / "chunk-000000.jsonl", recs)
-  if complete:
-    (run_dir / "COMPLETE").touch()
-  return run_dir
+  with results_lib.LeaseKeeper() as keeper:
+    writer = results_lib.open_run(run_dir, info, run_key, keeper)
+    if recs:
+      writer.write_chunk(recs)
+    if complete:
+      writer.finish()
+  return pathlib.Path(run_dir)
 
 
 def class_records(model, task, variant, p, rng, n=N):
@@ -233,7 +242,7 @@ def test_manifest_overrides_compute(tmp_path):
 
 
 def test_chain_of_thought_on_a_parameter_axis(tmp_path):
-  results = small_results(tmp_path / "results")
+  results_dir = small_results(tmp_path / "results")
   for k, model in enumerate(("tiny-1", "tiny-2")):
     gens = [records.Record(
         run_key="", model=model, task="memo-trap", variant="cot_1_shot", example_id=i,
@@ -241,11 +250,11 @@ def test_chain_of_thought_on_a_parameter_axis(tmp_path):
         answer_index=i % 2, logprob=None, n_tokens=30, n_bytes=120,
         is_correct=None if i < 2 + 2 * k else True, generation="...", parsed=i >= 2 + 2 * k)
         for i in range(10)]
-    write_run(results, model, "memo-trap", "cot_1_shot", gens)
+    write_run(results_dir, model, "memo-trap", "cot_1_shot", gens)
   manifest = tmp_path / "tiny.json"  # training tokens unknown: plot against parameters
   manifest.write_text(json.dumps({"family": "tiny", "models": [
       dict(entry(m), train_tokens=None) for m in ("tiny-1", "tiny-2")]}))
-  out = commands.make_report([str(results)], str(tmp_path / "r"), [str(manifest)],
+  out = commands.make_report([str(results_dir)], str(tmp_path / "r"), [str(manifest)],
                              options=analysis.Options(resamples=200))
   summary = (out / "summary.md").read_text()
   assert "x axis: parameters" in summary
@@ -259,9 +268,9 @@ def test_chain_of_thought_on_a_parameter_axis(tmp_path):
 
 
 def test_run_with_nothing_written_yet_is_listed_as_missing(tmp_path):
-  results = small_results(tmp_path / "results")
-  write_run(results, "tiny-3", "memo-trap", "zero_shot", [], complete=False)
-  out = commands.make_report([str(results)], str(tmp_path / "r"),
+  results_dir = small_results(tmp_path / "results")
+  write_run(results_dir, "tiny-3", "memo-trap", "zero_shot", [], complete=False)
+  out = commands.make_report([str(results_dir)], str(tmp_path / "r"),
                              options=analysis.Options(resamples=200))
   assert ("tiny/tiny-3 zero_shot memo-trap: incomplete (no COMPLETE marker), 0 of 200 "
           "examples scored") in (out / "summary.md").read_text()

@@ -20,7 +20,7 @@ import seqio
 
 from invscale_jax.data import cot, extract
 from invscale_jax.engine.generate import Generator
-from invscale_jax.engine.requests import Request
+from invscale_jax.engine.requests import Request, with_prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +54,12 @@ def generate(requests: Sequence[Request], task: str, generator: Generator,
 
 
 def scoring_requests(requests: Sequence[Request], generations: Sequence[Generation],
-                     vocabulary: seqio.Vocabulary, max_length: int | None) -> list[Request]:
+                     vocabulary: seqio.Vocabulary, max_length: int | None,
+                     bos_id: int | None) -> list[Request]:
   """Requests whose prompt is prompt + generated rationale + " So the answer is"."""
   out = []
   for r, g in zip(requests, generations):
-    prefix = np.asarray(vocabulary.encode(cot.scoring_prefix(r.prompt_text, g.text)), np.int32)
-    longest = max(len(b.target) for b in r.branches)
-    keep = len(prefix) if max_length is None else max(0, max_length - 1 - longest)
-    cut = max(0, len(prefix) - keep)
+    tokens = np.asarray(vocabulary.encode(cot.scoring_prefix(r.prompt_text, g.text)), np.int32)
     branches = tuple(dataclasses.replace(b, context=b.context[:0]) for b in r.branches)
-    out.append(dataclasses.replace(r, prefix=prefix[cut:], branches=branches, n_truncated=cut))
+    out.append(with_prompt(dataclasses.replace(r, branches=branches), tokens, bos_id, max_length))
   return out

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pathlib
 import sys
 
 import gin
 
 from invscale_jax import family as family_lib
+from invscale_jax import storage
 from invscale_jax.data import datadir
 from invscale_jax.engine import partitioning
 
 DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
 # Flags that override fields of ScoringOptions when given.
-_OPTION_FLAGS = {"tokenization": str, "max_length": int, "seed": int, "dtype": str,
+_OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": int, "seed": int, "dtype": str,
                  "generation_length": int, "temperature": float, "chunk_size": int,
                  "tokens_per_batch": int}
 
@@ -50,6 +50,7 @@ def _score(args: argparse.Namespace) -> int:
   from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
   partitioning.initialize_distributed()
   parse_gin(args.gin_file, args.gin_bindings)
+  options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
   data_dir = datadir.resolve(args.data_dir)
   tasks = _split(args.tasks) or [s.name for s in datadir.present_tasks(data_dir)]
@@ -58,7 +59,7 @@ def _score(args: argparse.Namespace) -> int:
                             f"point --data_dir at the release")
   variants = _split(args.variants) or ["zero_shot"]
   runs = runner.score_family(family, _split(args.model) or None, tasks, variants, data_dir,
-                             pathlib.Path(args.out), options_from_args(args))
+                             storage.absolute(args.out), options)
   print(f"{len(runs)} runs complete in {args.out}", file=sys.stderr)
   return 0
 

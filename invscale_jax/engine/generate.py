@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from invscale_jax.engine import partitioning
-from invscale_jax.engine.packing import BOS, batch_rows, bucket
+from invscale_jax.engine.packing import DECODER_START, batch_rows, bucket
 from invscale_jax.engine.requests import Request
 
 
@@ -58,22 +58,22 @@ def _decode_fn(model: Any, max_new: int, temperature: float) -> Callable:
 
 def _prompt_arrays(requests: Sequence[Request], encoder_decoder: bool, rows: int,
                    length: int) -> dict[str, np.ndarray]:
-  """Right-padded prompts; padding rows hold a lone BOS so every row has a last token."""
+  """Right-padded prompts (each prefix as it is, BOS included); padding rows hold one
+  token so every row has a last token."""
   tokens = np.zeros((rows, length), np.int32)
   lengths = np.ones(rows, np.int32)
   arrays = {"tokens": tokens, "lengths": lengths}
-  if encoder_decoder:  # encoder reads the prompt; the decoder starts from BOS
+  if encoder_decoder:  # encoder reads the prompt; the decoder starts from DECODER_START
     arrays["encoder_tokens"] = np.zeros((rows, length), np.int32)
     arrays["encoder_lengths"] = np.ones(rows, np.int32)
     for i, r in enumerate(requests):
       arrays["encoder_tokens"][i, :len(r.prefix)] = r.prefix
       arrays["encoder_lengths"][i] = max(1, len(r.prefix))
-    arrays["tokens"] = np.full((rows, 1), BOS, np.int32)
+    arrays["tokens"] = np.full((rows, 1), DECODER_START, np.int32)
     return arrays
   for i, r in enumerate(requests):
-    seq = [BOS, *r.prefix.tolist()]
-    tokens[i, :len(seq)] = seq
-    lengths[i] = len(seq)
+    tokens[i, :len(r.prefix)] = r.prefix
+    lengths[i] = len(r.prefix)
   return arrays
 
 
@@ -103,10 +103,9 @@ class Generator:
     """Generated token ids (max_new_tokens each, EOS not yet cut) per request."""
     encoder_decoder = self.model.architecture == "encoder_decoder"
     data_parallel = self.mesh.shape[partitioning.DATA]
-    prompt_len = lambda r: len(r.prefix) + (0 if encoder_decoder else 1)
     groups: dict[int, list[int]] = {}
-    for i in sorted(range(len(requests)), key=lambda i: -prompt_len(requests[i])):
-      groups.setdefault(bucket(prompt_len(requests[i])), []).append(i)
+    for i in sorted(range(len(requests)), key=lambda i: -len(requests[i].prefix)):
+      groups.setdefault(bucket(len(requests[i].prefix)), []).append(i)
     result: list[np.ndarray] = [None] * len(requests)
     for length, members in groups.items():
       per_batch = max(data_parallel, self.tokens_per_batch // (length + self.options.max_new_tokens)

@@ -1,17 +1,17 @@
 """Packing requests into fixed-shape batches.
 
-Decoder-only row for one request (BOS = 0)::
+Decoder-only row for one request (the prefix starts with the model's BOS, if any)::
 
-  [BOS, p1 .. pm, ctx_1 + c1[:-1], ctx_2 + c2[:-1], ...]
+  [p1 .. pm, ctx_1 + c1[:-1], ctx_2 + c2[:-1], ...]
    branch 0 (shared)  branch 1        branch 2
 
-Branch tokens continue the prompt's positions (m+1, m+2, ...) and attend to branch 0 and
-to their own branch only, so each class sees exactly `BOS + prompt + class`; the prompt
+Branch tokens continue the prompt's positions (m, m+1, ...) and attend to branch 0 and
+to their own branch only, so each class sees exactly `prefix + class`; the prompt
 is computed once. The first target token of every branch is read from the hidden state of
 the last prompt token. Several requests share a row when they fit (`segment_ids`).
 
 Encoder-decoder: the prompt goes to the encoder once; each class is a decoder branch
-`[BOS] + c[:-1]` with positions from 0. One request per row.
+`[DECODER_START] + c[:-1]` with positions from 0. One request per row.
 
 Rows are grouped by length bucket (powers of two), and every batch of a bucket has the same
 shape (rows and target slots), so the number of compilations stays small.
@@ -26,7 +26,7 @@ import numpy as np
 
 from invscale_jax.engine.requests import Request
 
-BOS = 0
+DECODER_START = 0  # T5's decoder start token (encoder-decoder models)
 MIN_BUCKET = 32
 MIN_TARGETS = 16
 
@@ -63,7 +63,7 @@ def batch_rows(n: int, per_batch: int, row_multiple: int) -> int:
 
 def decoder_length(r: Request) -> int:
   """Row tokens a request needs in a decoder-only row."""
-  return 1 + len(r.prefix) + sum(len(b.context) + len(b.target) - 1 for b in r.branches)
+  return len(r.prefix) + sum(len(b.context) + len(b.target) - 1 for b in r.branches)
 
 
 class _Row:
@@ -78,7 +78,7 @@ class _Row:
   def add_decoder_only(self, index: int, r: Request) -> None:
     segment = 1 + (self.segments[-1] if self.segments else 0)
     base = len(self.tokens)
-    prompt = [BOS, *r.prefix.tolist()]
+    prompt = r.prefix.tolist()
     self.tokens += prompt
     self.positions += range(len(prompt))
     self.segments += [segment] * len(prompt)
@@ -102,7 +102,7 @@ class _Row:
     self.encoder_tokens += r.prefix.tolist()
     for j, b in enumerate(r.branches):
       start = len(self.tokens)
-      inputs = [BOS, *b.target[:-1].tolist()]
+      inputs = [DECODER_START, *b.target[:-1].tolist()]
       self.tokens += inputs
       self.positions += range(len(inputs))
       self.segments += [1] * len(inputs)

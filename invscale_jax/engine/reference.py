@@ -1,8 +1,8 @@
 """The naive path: what T5X's score mode does, used as exactness reference and baseline.
 
-One row per (prompt, class): `BOS + prompt + context + class` (decoder-only) or encoder
-`prompt` / decoder `BOS + class` (encoder-decoder), logits and log-softmax at EVERY
-position, no prefix sharing, no packing. With `length=None` each row is its own batch at
+One row per (prompt, class): `prefix + context + class` (decoder-only; the prefix holds the
+model's BOS, if any) or encoder `prefix` / decoder `DECODER_START + class`
+(encoder-decoder), logits and log-softmax at EVERY position, no prefix sharing, no packing. With `length=None` each row is its own batch at
 its exact length (the brute-force reference); with a fixed `length` rows are padded to it
 and batched (the T5X-style baseline).
 """
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from invscale_jax.engine.packing import BOS
+from invscale_jax.engine.packing import DECODER_START
 from invscale_jax.engine.requests import Request
 
 
@@ -22,8 +22,8 @@ def _row(r: Request, branch: int, encoder_decoder: bool) -> tuple[list[int], lis
   """(decoder tokens incl. the last target, encoder tokens, number of target tokens)."""
   b = r.branches[branch]
   if encoder_decoder:
-    return [BOS, *b.target.tolist()], r.prefix.tolist(), len(b.target)
-  return [BOS, *r.prefix.tolist(), *b.context.tolist(), *b.target.tolist()], [], len(b.target)
+    return [DECODER_START, *b.target.tolist()], r.prefix.tolist(), len(b.target)
+  return [*r.prefix.tolist(), *b.context.tolist(), *b.target.tolist()], [], len(b.target)
 
 
 def _arrays(rows: Sequence[tuple[list[int], list[int], int]], length: int,

@@ -1,8 +1,14 @@
 """Requests: one per example, built from a SeqIO task's tokenized rows.
 
-A request is a shared `prefix` (the prompt's tokens) and one `Branch` per class (or one
-for a completion). A branch's `context` holds prompt tokens that are not shared (only with
-joint tokenization, see below) and its `target` the tokens that are scored.
+A request is a shared `prefix` (the prompt's tokens, led by the model's BOS token when it
+has one) and one `Branch` per class (or one for a completion). A branch's `context` holds
+prompt tokens that are not shared (only with joint tokenization, see below) and its
+`target` the tokens that are scored.
+
+What precedes the prompt is the model's convention (`bos_id`, from the family manifest):
+T5X's decoder-only models see id 0, as T5X's feature converter shifts it in; GPT-NeoX
+(Pythia) sees nothing, as with transformers and the prize pipeline. Encoder-decoder
+prompts go to the encoder as they are (pass `bos_id=None`).
 
 Tokenization (`ScoringOptions.tokenization`):
 - "separate" (default, SeqIO's convention): prompt and class are tokenized separately.
@@ -42,7 +48,7 @@ class Request:
   example_id: int
   kind: str  # records.CLASS or records.SEQUENCE
   prompt_text: str
-  prefix: np.ndarray  # shared prompt tokens (without BOS)
+  prefix: np.ndarray  # shared prompt tokens (the BOS token first, if the model has one)
   branches: tuple[Branch, ...]
   answer_index: int | None
   n_truncated: int = 0  # prompt tokens cut from the left to fit max_length
@@ -61,22 +67,27 @@ def _common_prefix_len(seqs: Sequence[np.ndarray]) -> int:
   return n
 
 
-def _truncate(request: Request, max_length: int | None) -> Request:
-  """Cuts prompt tokens from the left so BOS + prompt + longest branch fits max_length."""
-  if max_length is None:
-    return request
-  longest = max(len(b.context) + len(b.target) for b in request.branches)
-  excess = 1 + len(request.prefix) + longest - max_length
-  if excess <= 0:
-    return request
-  if excess > len(request.prefix):
-    raise ValueError(f"example {request.example_id}: a target alone is longer than "
-                     f"max_length={max_length}; raise max_length")
-  return dataclasses.replace(request, prefix=request.prefix[excess:], n_truncated=excess)
+def with_prompt(request: Request, tokens: np.ndarray, bos_id: int | None,
+                max_length: int | None) -> Request:
+  """`request` with prefix `[bos_id] + tokens`, the tokens cut from the left (keeping the
+  BOS) so that prefix + the longest branch fits `max_length`."""
+  bos = np.asarray([] if bos_id is None else [bos_id], np.int32)
+  excess = 0
+  if max_length is not None:
+    longest = max(len(b.context) + len(b.target) for b in request.branches)
+    excess = max(0, len(bos) + len(tokens) + longest - max_length)
+    if excess > len(tokens):
+      raise ValueError(f"example {request.example_id}: a target alone is longer than "
+                       f"max_length={max_length}; raise max_length")
+  prefix = np.concatenate([bos, np.asarray(tokens, np.int32)[excess:]])
+  if not len(prefix):
+    raise ValueError(f"example {request.example_id}: the prompt has no tokens and the model "
+                     f"no BOS token: nothing to condition the target on")
+  return dataclasses.replace(request, prefix=prefix, n_truncated=excess)
 
 
 def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: str,
-                  max_length: int | None) -> Request:
+                  max_length: int | None, bos_id: int | None) -> Request:
   rows = sorted(rows, key=lambda r: int(r["class_index"]))
   first = rows[0]
   texts = [r["targets_pretokenized"].decode("utf-8") for r in rows]
@@ -103,21 +114,22 @@ def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: 
       branches=tuple(Branch(c, t, x) for c, t, x in zip(contexts, targets, texts)),
       answer_index=int(first["answer_index"]) if is_class else None,
       n_demos_dropped=int(first["n_demos_dropped"]))
-  return _truncate(request, max_length)
+  return with_prompt(request, prefix, bos_id, max_length)
 
 
 def from_rows(rows: Iterable[dict], vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
-              max_length: int | None = None) -> list[Request]:
+              max_length: int | None = None, bos_id: int | None = None) -> list[Request]:
   """Groups a task's rows by example (in example order) into requests."""
   groups: dict[int, list[dict]] = {}
   for row in rows:
     groups.setdefault(int(row["example_id"]), []).append(row)
-  return [_make_request(groups[e], vocabulary, tokenization, max_length) for e in sorted(groups)]
+  return [_make_request(groups[e], vocabulary, tokenization, max_length, bos_id)
+          for e in sorted(groups)]
 
 
 def from_task(task: seqio.Task, vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
-              max_length: int | None = None) -> list[Request]:
+              max_length: int | None = None, bos_id: int | None = None) -> list[Request]:
   """All requests of a SeqIO task built by `seqio_tasks.build_task`."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   dataset = task.get_dataset(sequence_length=None, split="test", shuffle=False)
-  return from_rows(dataset.as_numpy_iterator(), vocabulary, tokenization, max_length)
+  return from_rows(dataset.as_numpy_iterator(), vocabulary, tokenization, max_length, bos_id)

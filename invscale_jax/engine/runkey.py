@@ -13,7 +13,7 @@ import os
 import pathlib
 from typing import Any
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: the prompt prefix (BOS) is the model's convention
 # Checkpoints up to this size are hashed byte for byte; larger ones by their metadata
 # (the msgpack file's bytes plus every file's relative path and size).
 FULL_HASH_LIMIT = 256 << 20

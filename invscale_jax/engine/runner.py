@@ -1,26 +1,28 @@
 """The family runner: every model x task x variant, scored into resumable result chunks.
 
-For each (model, task, variant) the run directory `RESULTS/runs/<run_key>/` holds run.json,
-chunk files of up to `chunk_size` examples each (written atomically) and a COMPLETE marker.
-A re-run skips complete runs and the examples already in a chunk file, whatever chunk size
-wrote them; a `kill -9` loses at most the chunk in flight (and its temporary file is removed
-on the re-run). Only process 0 writes; which runs and examples remain is decided by
-process 0 and broadcast, so hosts without a shared file system stay in step.
+For each (model, task, variant) the run directory `RESULTS/runs/<run_key>/` (see
+`results`) holds run.json, chunks of up to `chunk_size` whole examples each, written once,
+and, when every example is there, COMPLETE. A re-run skips complete runs (verified, not
+trusted) and the examples already in good chunks, whatever chunk size wrote them; a
+`kill -9` loses at most the chunk in flight. Only process 0 reads and writes results and
+holds the runs' leases; what remains to do, and any error it meets, is broadcast, so
+hosts without a shared file system stay in step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import gin
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from invscale_jax import catalog, records
+from invscale_jax import catalog, records, results
 from invscale_jax.models import load_config
 from invscale_jax import vocab as vocab_lib
 from invscale_jax.data import datadir
@@ -32,12 +34,41 @@ from invscale_jax.engine.scorer import Scorer
 from invscale_jax.family import Family, ModelEntry
 
 
+TOKENIZATIONS = ("separate", "joint")
+DTYPES = ("float32", "bfloat16")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
+  """(field, what is wrong) for every invalid option."""
+  checks = [
+      ("tokenization", o.tokenization in TOKENIZATIONS, f"must be one of {TOKENIZATIONS}"),
+      ("bos", isinstance(o.bos, str) and (o.bos in ("model", "none") or o.bos.isdigit()),
+       "must be 'model' (the model's convention), 'none' or a token id"),
+      ("max_length", _is_int(o.max_length, 2), "must be an integer >= 2"),
+      ("seed", _is_int(o.seed, 0), "must be an integer >= 0"),
+      ("dtype", o.dtype in DTYPES, f"must be one of {DTYPES}"),
+      ("generation_length", _is_int(o.generation_length, 1), "must be an integer >= 1"),
+      ("temperature", isinstance(o.temperature, (int, float)) and not isinstance(
+          o.temperature, bool) and math.isfinite(o.temperature) and o.temperature >= 0,
+       "must be a number >= 0 (0: greedy)"),
+      ("chunk_size", _is_int(o.chunk_size, 1), "must be an integer >= 1"),
+      ("tokens_per_batch", _is_int(o.tokens_per_batch, 1), "must be an integer >= 1"),
+  ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
+       for name in ("token_logprobs", "cot_score", "generate", "pack")]
+  return [(name, problem) for name, ok, problem in checks if not ok]
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ScoringOptions:
   """Options of a scoring run (bind in gin/runs/score.gin; flags override)."""
 
   tokenization: str = "separate"  # or "joint" (the prize pipeline's convention)
+  bos: str = "model"  # token before each prompt: the model's convention, "none" or an id
   max_length: int = 2048  # tokens, BOS + prompt + target (+ generation for CoT)
   seed: int = 0  # few-shot sampling and generation sampling seed
   dtype: str = "float32"  # activation dtype: float32 or bfloat16
@@ -50,10 +81,24 @@ class ScoringOptions:
   tokens_per_batch: int = 8192  # speed only
   pack: bool = True  # speed only: several examples per row
 
+  def __post_init__(self):
+    for name, problem in _option_problems(self):
+      raise ValueError(f"--{name} (ScoringOptions.{name}): {problem}, got "
+                       f"{getattr(self, name)!r}")
+
+  def bos_id(self, entry: ModelEntry) -> int | None:
+    """The token put before each prompt of `entry`'s model (None: nothing). Encoder-decoder
+    prompts go to the encoder unchanged."""
+    if entry.architecture == "encoder_decoder":
+      return None
+    if self.bos == "model":
+      return entry.bos_id
+    return None if self.bos == "none" else int(self.bos)
+
   def key_parts(self, variant: variants_lib.Variant) -> dict:
     """The options that determine a run's numbers (CoT options only for CoT variants)."""
     d = dataclasses.asdict(self)
-    drop = ["chunk_size", "tokens_per_batch", "pack"]
+    drop = ["bos", "chunk_size", "tokens_per_batch", "pack"]  # bos: resolved per model
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
     if self.generate:
@@ -68,9 +113,14 @@ class Run:
   variant: variants_lib.Variant
   key: str
   info: dict
+  bos_id: int | None
 
-  def dir(self, out: pathlib.Path) -> pathlib.Path:
-    return out / "runs" / self.key
+  def dir(self, out: str) -> str:
+    return results.run_dir(out, self.key)
+
+  @property
+  def label(self) -> str:
+    return f"{self.entry.name} {self.task.name}.{self.variant.name} (run {self.key})"
 
 
 def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
@@ -90,16 +140,17 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     vocabulary = vocab_lib.spec_id(entry.vocabulary)
     network = dataclasses.asdict(load_config(entry.gin))
     network.pop("dtype")  # the run's activation dtype is an option (ScoringOptions.dtype)
+    bos_id = options.bos_id(entry)
     for spec in specs:
       for variant in parsed:
         parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
-                 "vocabulary": vocabulary,
+                 "vocabulary": vocabulary, "bos_id": bos_id,
                  "task": spec.name, "data_sha256": data_hash[spec.name],
                  "variant": variant.name, "options": options.key_parts(variant)}
         key = runkey.run_key(parts)
         info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                     family=family.name, model=entry.to_dict())
-        runs.append(Run(entry, spec, variant, key, info))
+        runs.append(Run(entry, spec, variant, key, info, bos_id))
   return runs
 
 
@@ -108,7 +159,8 @@ def _record(run: Run, r: Request, **fields) -> records.Record:
   return records.Record(run_key=run.key, model=run.entry.name, task=run.task.name,
                         variant=run.variant.name, example_id=r.example_id,
                         n_classes=len(r.branches) if is_class else 1,
-                        answer_index=r.answer_index, **fields)
+                        answer_index=r.answer_index, n_truncated=r.n_truncated,
+                        n_demos_dropped=r.n_demos_dropped, **fields)
 
 
 def score_records(run: Run, requests: Sequence[Request], scores: Sequence[list[np.ndarray]],
@@ -163,8 +215,14 @@ class Engine:
   def _scores_after(self) -> bool:
     return self.options.cot_score and not self.options.generate
 
+  def record_kinds(self, run: Run) -> list[str]:
+    """The records every example of `run` gets."""
+    if self.generates(run):
+      return [records.GENERATION] + ([records.CLASS] if self._scores_after() else [])
+    return [records.CLASS if run.task.metric == catalog.CLASSIFICATION else records.SEQUENCE]
+
   def work(self, run: Run, requests: Sequence[Request]) -> int:
-    """Progress units (rows) that `records_for` reports for these requests."""
+    """Records that `records_for` makes for these requests (= its progress units)."""
     rows = sum(len(r.branches) for r in requests)
     if self.generates(run):
       return len(requests) + (rows if self._scores_after() else 0)
@@ -180,7 +238,8 @@ class Engine:
                                             progress)
     out = generation_records(run, requests, generations)
     if self._scores_after():
-      rescored = chain_of_thought.scoring_requests(requests, generations, vocabulary, o.max_length)
+      rescored = chain_of_thought.scoring_requests(requests, generations, vocabulary, o.max_length,
+                                                   run.bos_id)
       out += score_records(run, rescored, self.scorer.score(rescored, progress), o.token_logprobs)
     return out
 
@@ -192,67 +251,76 @@ def _from_leader(values: np.ndarray) -> np.ndarray:
   return values
 
 
-def _complete(runs: Sequence[Run], out: pathlib.Path) -> list[bool]:
-  """Which runs are complete, as process 0 sees them."""
-  done = np.zeros(len(runs), np.int32)
+_MESSAGE_BYTES = 2048
+
+
+def _on_leader(action: Callable[[], Any]) -> Any:
+  """Runs `action` on process 0 only (the one host that touches results). An error there
+  is raised on every host, with process 0's message, so no host waits for the others."""
+  error, result = None, None
   if jax.process_index() == 0:
-    done[:] = [records.is_complete(r.dir(out)) for r in runs]
-  return _from_leader(done).astype(bool).tolist()
+    try:
+      result = action()
+    except Exception as e:  # re-raised below, after the other hosts hear of it
+      error = e
+  if jax.process_count() > 1:
+    text = np.zeros(_MESSAGE_BYTES, np.uint8)
+    if error is not None:
+      message = f"{type(error).__name__}: {error}".encode()[:_MESSAGE_BYTES - 1] or b"error"
+      text[:len(message)] = np.frombuffer(message, np.uint8)
+    text = _from_leader(text)
+    if error is None and text.any():
+      raise ValueError("process 0: " + bytes(text[text > 0]).decode(errors="replace"))
+  if error is not None:
+    raise error
+  return result
 
 
-def _pending_chunks(run_dir: pathlib.Path, requests: Sequence[Request],
-                    chunk_size: int) -> list[tuple[int, list[Request]]]:
-  """(chunk number, requests) still to score, as decided by process 0: the examples that no
-  chunk file holds yet, in new chunks numbered after the existing ones."""
-  n = len(requests)
-  state = np.zeros(n + 1, np.int32)  # per request: already written; then the next number
-  if jax.process_index() == 0:
-    files = sorted(run_dir.glob("chunk-*.jsonl"))
-    written = {r.example_id for f in files for r in records.read_jsonl(f)}
-    state[:n] = [r.example_id in written for r in requests]
-    state[n] = 1 + max(int(f.stem.split("-")[1]) for f in files) if files else 0
-  state = _from_leader(state)
-  todo = [r for r, done in zip(requests, state[:n]) if not done]
-  return [(int(state[n]) + i, todo[s:s + chunk_size])
-          for i, s in enumerate(range(0, len(todo), chunk_size))]
-
-
-def _on_leader(write: Callable[[], None]) -> None:
-  """Runs `write` on process 0 only: the one host that writes results."""
-  if jax.process_index() == 0:
-    write()
+def _complete(runs: Sequence[Run], out: str) -> list[bool]:
+  """Which runs are complete (verified, not only marked), as process 0 sees them."""
+  def check() -> np.ndarray:
+    done = np.zeros(len(runs), np.int32)
+    for i, run in enumerate(runs):
+      problem = results.verify_complete(run.dir(out))
+      done[i] = problem is None
+      if problem is not None and problem != results.NO_MARKER:
+        results.warn(f"{run.label}: marked complete, but {problem}; resuming it")
+    return done
+  done = _on_leader(check)
+  return _from_leader(np.zeros(len(runs), np.int32) if done is None else done
+                      ).astype(bool).tolist()
 
 
 @dataclasses.dataclass
 class _Prepared:
   run: Run
-  dir: pathlib.Path
-  pending: list[tuple[int, list[Request]]]  # (chunk number, requests)
+  pending: list[list[Request]]  # chunks still to score
   info: dict
+  writer: results.RunWriter | None  # process 0 only
 
 
-def _prepare(run: Run, engine: Engine, data_dir: pathlib.Path, out: pathlib.Path) -> _Prepared:
-  """A run's requests, its run.json written (temporary files of a killed run removed), and
-  the chunks still to do."""
+def _prepare(run: Run, engine: Engine, data_dir: pathlib.Path, out: str,
+             keeper: results.LeaseKeeper) -> _Prepared:
+  """A run's requests, its lease taken and run.json written, and the chunks still to do."""
   o, vocabulary = engine.options, engine.loaded.vocabulary
   task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, o.max_length,
                             o.generation_length if engine.generates(run) else 0, data_dir)
-  reqs = from_task(task, vocabulary, o.tokenization, o.max_length)
-  run_dir = run.dir(out)
+  reqs = from_task(task, vocabulary, o.tokenization, o.max_length, run.bos_id)
   info = dict(run.info, n_examples=len(reqs), n_rows=sum(len(r.branches) for r in reqs),
+              n_records=engine.work(run, reqs), record_kinds=engine.record_kinds(run),
               n_truncated=sum(r.n_truncated > 0 for r in reqs),
               n_demos_dropped=sum(r.n_demos_dropped for r in reqs))
-
-  def write_info() -> None:
-    records.remove_temporary_files(run_dir)
-    records.write_run_info(run_dir, info)
-
-  _on_leader(write_info)
-  return _Prepared(run, run_dir, _pending_chunks(run_dir, reqs, o.chunk_size), info)
+  writer = _on_leader(lambda: results.open_run(run.dir(out), info, run.label, keeper))
+  done = np.zeros(len(reqs), np.int32)
+  if writer is not None:
+    done[:] = [r.example_id in writer.done for r in reqs]
+  todo = [r for r, d in zip(reqs, _from_leader(done)) if not d]
+  pending = [todo[s:s + o.chunk_size] for s in range(0, len(todo), o.chunk_size)]
+  return _Prepared(run, pending, info, writer)
 
 
 def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
-                 variants: Sequence[str], data_dir: pathlib.Path, out: pathlib.Path,
+                 variants: Sequence[str], data_dir: pathlib.Path, out: str,
                  options: ScoringOptions) -> list[Run]:
   """Scores every selected run that is not complete; returns the runs."""
   runs = plan(family, models, tasks, variants, data_dir, options)
@@ -265,17 +333,19 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
       print(f"{entry.name}: all runs already complete", file=sys.stderr)
       continue
     engine = Engine(loading.load_model(entry, options.dtype, mesh), options)
-    prepared = [_prepare(run, engine, data_dir, out) for run in todo]
-    total = sum(engine.work(p.run, reqs) for p in prepared for _, reqs in p.pending)
-    with progress.Bar(entry.name, total) as bar:
-      for p in prepared:
-        bar.describe(f"{entry.name} {p.run.task.name}.{p.run.variant.name}")
-        for c, reqs in p.pending:
-          recs = engine.records_for(p.run, reqs, bar.update)
-          _on_leader(lambda: records.write_chunk(p.dir / f"chunk-{c:06d}.jsonl", recs))
-        _on_leader(lambda: records.mark_complete(p.dir))
-        if p.info["n_truncated"] or p.info["n_demos_dropped"]:
-          print(f"{p.run.task.name}.{p.run.variant.name}: {p.info['n_truncated']} prompts "
-                f"truncated, {p.info['n_demos_dropped']} demonstrations dropped to fit "
-                f"max_length={options.max_length}", file=sys.stderr)
+    with results.LeaseKeeper() as keeper:
+      prepared = [_prepare(run, engine, data_dir, out, keeper) for run in todo]
+      total = sum(engine.work(p.run, reqs) for p in prepared for reqs in p.pending)
+      with progress.Bar(entry.name, total) as bar:
+        for p in prepared:
+          bar.describe(f"{entry.name} {p.run.task.name}.{p.run.variant.name}")
+          for reqs in p.pending:
+            recs = engine.records_for(p.run, reqs, bar.update)
+            records.check_finite(recs, p.run.label)
+            _on_leader(lambda: p.writer.write_chunk(recs))
+          _on_leader(lambda: p.writer.finish())
+          if p.info["n_truncated"] or p.info["n_demos_dropped"]:
+            results.warn(f"{p.run.task.name}.{p.run.variant.name}: {p.info['n_truncated']} "
+                         f"prompts truncated, {p.info['n_demos_dropped']} demonstrations "
+                         f"dropped to fit max_length={options.max_length}")
   return runs

@@ -2,7 +2,7 @@
 
 `Scorer.score(requests)` returns, for every request and branch, the per-token
 log-probabilities of the branch's target. Scores do not depend on batch size, bucketing,
-packing or device count: each target sees exactly BOS + prompt + its own earlier tokens.
+packing or device count: each target sees exactly its prefix (BOS + prompt) and its own earlier tokens.
 """
 
 from __future__ import annotations

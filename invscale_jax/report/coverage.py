@@ -68,14 +68,14 @@ def missing_runs(runs: Sequence[Run], manifests: Sequence[family_lib.Family]) ->
 
 
 def partial_runs(runs: Sequence[Run], n_scored: Mapping[str, tuple[int, int]]) -> list[str]:
-  """Runs without the COMPLETE marker or with examples left out; n_scored: path -> (n, dropped)."""
+  """Runs not verified complete or with examples left out; n_scored: path -> (n, dropped)."""
   lines = []
   for r in sorted(runs, key=lambda r: (r.family, r.variant, r.task, r.model.name)):
     n, dropped = n_scored.get(r.path, (0, 0))
     name = f"{r.family}/{r.model.name} {r.variant} {r.task}"
     of = f" of {r.n_expected}" if r.n_expected is not None else ""
     if not r.complete:
-      lines.append(f"{name}: incomplete (no COMPLETE marker), {n}{of} examples scored "
+      lines.append(f"{name}: incomplete ({r.problem}), {n}{of} examples scored "
                    f"(run {r.run_key})")
     elif r.n_expected is not None and n != r.n_expected:
       lines.append(f"{name}: COMPLETE but {n}{of} examples scored (run {r.run_key})")

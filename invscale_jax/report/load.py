@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-import pathlib
 from typing import Any, Mapping, Sequence
 
 from invscale_jax import catalog
 from invscale_jax import family as family_lib
 from invscale_jax import records as records_lib
+from invscale_jax import results as results_lib
+from invscale_jax import storage
 from invscale_jax.report.errors import ReportError
 
 _RUN_FIELDS = ("run_key", "family", "model", "task", "variant")
@@ -24,9 +24,13 @@ class Run:
   variant: str
   run_key: str
   path: str
-  complete: bool  # the COMPLETE marker is present
+  problem: str | None  # why the run is not complete (None: verified complete)
   n_expected: int | None  # n_examples from run.json
   records: tuple[records_lib.Record, ...]
+
+  @property
+  def complete(self) -> bool:
+    return self.problem is None
 
 
 def task_name(name: Any, where: str) -> str:
@@ -48,12 +52,11 @@ def model_entry(d: Any, where: str) -> family_lib.ModelEntry:
       train_tokens=d.get("train_tokens"), train_flops=d.get("train_flops"))
 
 
-def _read_run(run_dir: pathlib.Path,
-              manifests: Mapping[str, family_lib.Family]) -> Run:
-  where = str(run_dir / "run.json")
+def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
+  where = storage.join(run_dir, results_lib.RUN_INFO)
   try:
-    info = records_lib.read_run_info(run_dir)
-  except (OSError, json.JSONDecodeError) as e:
+    info = results_lib.read_run_info(run_dir)
+  except (OSError, ValueError) as e:
     raise ReportError(f"{where}: unreadable: {e}") from None
   missing = [k for k in _RUN_FIELDS if not isinstance(info, dict) or k not in info]
   if missing:
@@ -67,7 +70,7 @@ def _read_run(run_dir: pathlib.Path,
     except family_lib.ManifestError as e:
       raise ReportError(f"{where}: {e}") from None
   try:
-    recs = tuple(records_lib.read_run_records(run_dir))
+    recs = tuple(results_lib.read_records(run_dir))
   except ValueError as e:
     raise ReportError(str(e)) from None
   expected = (str(info["run_key"]), entry.name, task, str(info["variant"]))
@@ -78,8 +81,8 @@ def _read_run(run_dir: pathlib.Path,
                         f"task, variant) {got}, run.json says {expected}")
   n_examples = info.get("n_examples")
   return Run(family=family_name, model=entry, task=task, variant=str(info["variant"]),
-             run_key=str(info["run_key"]), path=str(run_dir),
-             complete=records_lib.is_complete(run_dir),
+             run_key=str(info["run_key"]), path=run_dir,
+             problem=results_lib.verify_complete(run_dir, info),
              n_expected=n_examples if isinstance(n_examples, int) else None, records=recs)
 
 
@@ -105,10 +108,10 @@ def load_runs(results_dirs: Sequence[str | pathlib.Path],
     by_family[fam.name] = fam
   runs: dict[tuple[str, str, str, str], Run] = {}
   for results in results_dirs:
-    root = pathlib.Path(results)
-    if not root.is_dir():
+    root = storage.absolute(results)
+    if not storage.is_dir(root):
       raise ReportError(f"{root}: results directory not found")
-    dirs = records_lib.run_dirs(root)
+    dirs = results_lib.run_dirs(root)
     if not dirs:
       raise ReportError(f"{root}: no runs (expected {root}/runs/<run_key>/run.json)")
     for run_dir in dirs:
