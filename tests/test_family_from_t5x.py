@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import T5X_CONFIG_GIN
-from invscale_jax import checkpoints, family, records
+from invscale_jax import checkpoints, family, results
 from invscale_jax.models import ModelConfig, build, to_gin
 
 # The network T5X_CONFIG_GIN binds, as our ModelConfig.
@@ -42,8 +42,8 @@ def scores(run_cli, manifest: pathlib.Path, data_dir: pathlib.Path,
   result = run_cli("score", "--family", manifest, "--tasks", "memo-trap", "--data_dir", data_dir,
                    "--out", out)
   assert result.code == 0, result.err
-  [run_dir] = records.run_dirs(out)
-  return {(r.example_id, r.class_index): r.logprob for r in records.read_run_records(run_dir)}
+  [run_dir] = results.run_dirs(out)
+  return {(r.example_id, r.class_index): r.logprob for r in results.read_records(run_dir)}
 
 
 def test_model_dir_scores_as_hand_written_manifest(tmp_path, small_data_dir, run_cli):
