@@ -196,8 +196,9 @@ def main(argv):
   command, files, bindings, out = json.loads(argv[1])
   run = gin.configurable(globals()[command])
   gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+  config = gin.config_str()  # T5X logs it and writes it to the output dir's config.gin
   with open(out, "w") as f:
-    json.dump(run(), f)
+    json.dump({**run(), "config": config}, f)
 
 
 if __name__ == "__main__":
@@ -309,6 +310,7 @@ def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_p
        "INFER_OUTPUT_DIR = '/unused'", f"INVSCALE_DATA_DIR = '{data_dir}'",
        f"INVSCALE_VOCABULARY = '{spm_model}'", "INVSCALE_SEED = 3"])
   assert result["mode"] == "score" and result["restore_dtype"] == "float32"
+  assert "TASK_FEATURE_LENGTHS = @lengths.feature_lengths()" in result["config"]
   assert result["vocabulary"].startswith(f"ConfiguredVocabulary(SentencePieceVocabulary("
                                          f"file={spm_model}")
   full = result["full"]

@@ -8,7 +8,8 @@ restored; Orbax reads each device's slice itself when shardings are given.
 `write_checkpoint` writes what T5X's Orbax checkpointer writes (t5x/checkpoints.py,
 OrbaxCheckpointManagerInterface): an Orbax CheckpointManager over the model dir with step
 prefix `checkpoint`, one item `state` saved by a PyTree handler with OCDBT, holding
-`{"target": params, "state": {"step": step}}` (no optimizer slots: inference only).
+`{"target": params, "state": {"step": step}}`: the state T5X restores for inference
+(infer.py and eval.py build no optimizer; `InferenceState.state_dict()`).
 """
 
 from __future__ import annotations
