@@ -193,7 +193,7 @@ def test_bindings_it_cannot_map_are_named(tmp_path, replace, new, line, message)
     ("network.T5Config.vocab_size = 32128\nnetwork.TransformerConfig.vocab_size = 384\n",
      ": binds several network configs: network.T5Config, network.TransformerConfig"),
     ("network.T5Config.emb_dim = 64\n", ": network.T5Config.vocab_size is not bound"),
-    ("network.T5Config.emb_dim = (64\n", ":2: invalid gin: EOF in multi-line statement"),
+    ("network.T5Config.emb_dim = (64\n", ":2: not a valid gin file: EOF in multi-line statement"),
 ])
 def test_files_it_cannot_use_are_one_line_errors(tmp_path, text, message) -> None:
   path = tmp_path / "model.gin"

@@ -8,11 +8,10 @@ The data directory is chosen by, in order: the `--data_dir` flag, the gin macro
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 
-from invscale_jax import catalog, gin_macros
+from invscale_jax import catalog, content_hash, gin_macros
 from invscale_jax.data import loader
 
 ENV_VAR = gin_macros.DATA_DIR  # the environment variable has the gin macro's name
@@ -33,11 +32,8 @@ def resolve(flag: str | None = None) -> pathlib.Path:
 
 
 def sha256_of(path: os.PathLike | str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+  """sha256 of a file's contents, cached while the file is unchanged (`content_hash`)."""
+  return content_hash.file_sha256(path)
 
 
 def task_path(data_dir: os.PathLike | str, spec: catalog.TaskSpec) -> pathlib.Path:

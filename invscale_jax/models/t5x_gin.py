@@ -104,9 +104,11 @@ def _statements(path: pathlib.Path) -> list[Any]:
   try:
     return list(config_parser.ConfigParser(path.read_text(encoding="utf-8"), _Symbolic()))
   except SyntaxError as e:
-    raise GinError(f"{path}:{e.lineno}: invalid gin: {e.msg}") from None
+    raise GinError(f"{path}:{e.lineno}: not a valid gin file: {e.msg}") from None
   except tokenize.TokenError as e:  # e.g. an unclosed bracket
-    raise GinError(f"{path}:{e.args[1][0]}: invalid gin: {e.args[0]}") from None
+    raise GinError(f"{path}:{e.args[1][0]}: not a valid gin file: {e.args[0]}") from None
+  except UnicodeDecodeError as e:
+    raise GinError(f"{path}: not a gin file (not UTF-8 text at byte {e.start})") from None
   except OSError as e:
     raise GinError(f"{path}: cannot read: {e.strerror}") from None
 
