@@ -130,14 +130,16 @@ def test_manifest_entries_naming_t5x_files(tmp_path):
               {"name": "b", "gin": "gs.gin", "checkpoint": "dec/checkpoint_0"}).models
   assert a.checkpoint == b.checkpoint == str(model_dir / "checkpoint_0")
   assert a.architecture == b.architecture == "decoder_only"
-  assert b.vocabulary == {"type": "sentencepiece", "path": "gs://b/spm.model"}
+  assert (b.vocabulary["type"], b.vocabulary["path"]) == ("sentencepiece", "gs://b/spm.model")
   for entry, message in (
       ({"name": "a", "t5x_model_dir": "dec", "step": 5},
        f"models[0]: t5x_model_dir: {model_dir}/checkpoint_5: no such checkpoint"),
       ({"name": "a", "t5x_model_dir": "dec", "gin": "gs.gin"},
        "models[0]: t5x_model_dir: names the gin file and checkpoint itself"),
       ({"name": "a", "gin": "models/tiny/tiny_1.gin", "checkpoint": "dec"},
-       "models[0]: architecture: missing")):
+       "models[0]: architecture: missing"),
+      ({"name": "a", "t5x_model_dir": ["dec"]},
+       "models[0]: t5x_model_dir: must be a non-empty string, got ['dec']")):
     with pytest.raises(family.ManifestError) as raised:
       load(entry)
     assert str(raised.value).startswith(f"{manifest}: {message}")

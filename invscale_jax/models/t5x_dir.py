@@ -45,6 +45,9 @@ def complete_entry(entry: dict[str, Any], resolve: Callable[[str], str],
   become `gin` and `checkpoint`; a T5X gin file gives `architecture` and `vocabulary`
   where the entry leaves them out. `resolve(_gin)` resolve the manifest's paths.
   Errors are ValueErrors `field: what is wrong`."""
+  for field in ("t5x_model_dir", "gin"):
+    if field in entry and not (isinstance(entry[field], str) and entry[field]):
+      raise ValueError(f"{field}: must be a non-empty string, got {entry[field]!r}")
   if "t5x_model_dir" in entry:
     if "gin" in entry or "checkpoint" in entry:
       raise ValueError("t5x_model_dir: names the gin file and checkpoint itself; drop gin "
