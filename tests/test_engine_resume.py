@@ -170,13 +170,13 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
     flags: tuple[str, str], variant: str, changes_numbers: bool, score_here,
     reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before, old_dirs = file_states(out), set(run_dirs(out))
+  before, old_dirs = file_states(out / "runs"), set(run_dirs(out))
   score_here(out, *ONE_TASK_ARGS, "--variants", variant, "--tokens_per_batch", "1024", *flags)
 
   new_dirs = set(run_dirs(out)) - old_dirs
   assert len(new_dirs) == 1 and results.is_complete(next(iter(new_dirs)))
   new_dir = next(iter(new_dirs))
-  now = file_states(out)
+  now = file_states(out / "runs")
   assert {p: now[p] for p in before} == before  # old runs untouched, no chunk reused
   info = results.read_run_info(new_dir)
   name, value = flags[0][2:], flags[1]
@@ -214,7 +214,7 @@ def test_rerun_of_complete_runs_does_no_work(
     score_here, reference_results: pathlib.Path, tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before = file_states(out)
+  before = file_states(out / "runs")
 
   def no_loading(*args, **kwargs):
     raise AssertionError("a complete run loaded a model")
@@ -225,5 +225,5 @@ def test_rerun_of_complete_runs_does_no_work(
   assert time.monotonic() - start < 30
   for model in TINY_MODELS:
     assert f"{model}: all runs already complete" in result.err
-  assert file_states(out) == before
+  assert file_states(out / "runs") == before  # INDEX.md is rewritten
   assert temporary_files(out) == []
