@@ -5,7 +5,7 @@
 # (INVSCALE_TPU_POD=1), every host builds the same request list and feeds its devices'
 # share of each batch, and only process 0 writes results. OUT and the data dir must be
 # readable by all hosts (the same path on each, e.g. a GCS FUSE mount or NFS); OUT is
-# written by host 0 only. Model parallelism: add --gin_bindings make_mesh.model_parallel=N.
+# written by host 0 only. Model parallelism: add --model_parallel N.
 set -euo pipefail
 TPU=${1:?TPU name}; ZONE=${2:?zone}; shift 2; [ "${1:-}" = "--" ] && shift
 ARGS=$(printf ' %q' "$@")
