@@ -9,11 +9,19 @@ A manifest is a JSON file::
                "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
                "bos_id": 0}, ...]}
 
-Relative `checkpoint` and vocabulary paths are relative to the manifest's directory; a
-relative `gin` path is looked up next to the manifest, then in the project's `gin/` folder.
-`n_params` may be omitted (it is then counted from the checkpoint by `resolve_n_params`).
-`bos_id` is the token the model's own pipeline puts before every prompt (null: none);
-when absent it is the architecture's convention, `DEFAULT_BOS`.
+Instead of a T5X `checkpoint`, an entry may name a Hugging Face model directory,
+`"hf_dir": "~/hf/opt-125m"` (config.json, safetensors or pytorch_model.bin weights,
+tokenizer): its weights are mapped to the network's parameters when it is loaded, with
+no copy on disk (convert/hf_dir.py). Its `gin` is then optional (the config is derived
+from the directory's config.json) and so is its `vocabulary` (default: the directory's
+tokenizer.json); `invscale family from-hf` writes such entries.
+
+Relative `checkpoint`, `hf_dir` and vocabulary paths are relative to the manifest's
+directory; a relative `gin` path is looked up next to the manifest, then in the
+project's `gin/` folder. `n_params` may be omitted (it is then counted from the
+checkpoint by `resolve_n_params`). `bos_id` is the token the model's own pipeline puts
+before every prompt (null: none); when absent it is the architecture's convention,
+`DEFAULT_BOS` (llama has none: its tokenizers differ, so its entries must say).
 """
 
 from __future__ import annotations
@@ -24,13 +32,16 @@ import os
 import pathlib
 from typing import Any, Callable
 
-ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox")
+ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox", "opt", "llama", "gpt2")
 # What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
 # feature converter shifts in id 0; transformers, lm-eval-harness and the prize pipeline
 # add nothing before GPT-NeoX (Pythia) prompts. Encoder-decoder prompts go to the encoder
-# unchanged (the decoder starts from id 0 whatever this says).
+# unchanged (the decoder starts from id 0 whatever this says). OPT's tokenizer prepends
+# `</s>` (id 2); GPT-2's prepends nothing. Llama-style tokenizers differ (Llama 2/3 and
+# Mistral prepend their BOS, Qwen2.5 and SmolLM2 nothing): no default, entries say.
 DEFAULT_BOS: dict[str, int | None] = {"decoder_only": 0, "encoder_decoder": None,
-                                      "gpt_neox": None}
+                                      "gpt_neox": None, "opt": 2, "gpt2": None}
+CHECKPOINT_FORMATS = ("t5x", "hf")  # a T5X checkpoint, or a Hugging Face model directory
 VOCABULARY_TYPES = ("byte", "sentencepiece", "hf_tokenizer")
 GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
 
@@ -43,9 +54,10 @@ class ManifestError(ValueError):
 class ModelEntry:
   name: str
   architecture: str
-  gin: str  # resolved path of the model's gin file
-  checkpoint: str  # resolved checkpoint path (a checkpoint_<step> directory)
+  gin: str  # resolved path of the model's gin file (or of a Hugging Face config.json)
+  checkpoint: str  # resolved path: a checkpoint_<step> directory, or a HF model directory
   vocabulary: dict[str, Any]  # {"type": ..., "path": resolved path or absent}
+  checkpoint_format: str = "t5x"  # one of CHECKPOINT_FORMATS
   n_params: int | None = None
   train_tokens: float | None = None
   train_flops: float | None = None
@@ -105,6 +117,9 @@ def _number(where: str, value: Any, field: str, integer: bool = False) -> Any:
 
 def _bos_id(where: str, m: dict[str, Any]) -> int | None:
   if "bos_id" not in m:
+    if m["architecture"] not in DEFAULT_BOS:
+      raise ManifestError(f"{where}: bos_id: missing; {m['architecture']} models have no "
+                          f"default (the id their tokenizer puts first, or null)")
     return DEFAULT_BOS[m["architecture"]]
   value = m["bos_id"]
   if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
@@ -130,7 +145,15 @@ def load(path: os.PathLike | str) -> Family:
     where = f"{path}: models[{i}]"
     if not isinstance(m, dict):
       raise ManifestError(f"{where}: must be an object")
-    for key in ("name", "architecture", "gin", "checkpoint", "vocabulary"):
+    if ("checkpoint" in m) == ("hf_dir" in m):
+      raise ManifestError(f"{where}: checkpoint: give a T5X `checkpoint` or a Hugging Face "
+                          f"`hf_dir`, not {'both' if 'hf_dir' in m else 'neither'}")
+    hf_dir = _resolve(base, m["hf_dir"]) if "hf_dir" in m else None
+    if hf_dir is not None:  # the directory's own config and tokenizer unless others are named
+      m = {"gin": os.path.join(hf_dir, "config.json"),
+           "vocabulary": {"type": "hf_tokenizer", "path": os.path.join(hf_dir, "tokenizer.json")},
+           **m}
+    for key in ("name", "architecture", "gin", "vocabulary"):
       if key not in m:
         raise ManifestError(f"{where}: {key}: missing")
     if m["name"] in seen:
@@ -148,7 +171,8 @@ def load(path: os.PathLike | str) -> Family:
       vocab["path"] = _resolve(base, vocab["path"])
     models.append(ModelEntry(
         name=str(m["name"]), architecture=m["architecture"], gin=_resolve_gin(base, m["gin"]),
-        checkpoint=_resolve(base, m["checkpoint"]), vocabulary=vocab,
+        checkpoint=hf_dir or _resolve(base, m["checkpoint"]), vocabulary=vocab,
+        checkpoint_format="t5x" if hf_dir is None else "hf",
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),

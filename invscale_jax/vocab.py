@@ -2,8 +2,9 @@
 
 A vocabulary is described by a small dict (the `vocabulary` field of a family manifest):
 `{"type": "byte"}`, `{"type": "sentencepiece", "path": "spm.model"}` or
-`{"type": "hf_tokenizer", "path": "tokenizer.json"}`. `from_spec` builds it;
-`spec_id` names it for run keys.
+`{"type": "hf_tokenizer", "path": "tokenizer.json"}` (with `"eos": "</s>"` when the end
+of sequence token is not `<|endoftext|>`). `from_spec` builds it; `spec_id` names it for
+run keys.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import tensorflow as tf
 from invscale_jax.data import datadir
 
 
+HF_DEFAULT_EOS = "<|endoftext|>"  # GPT-2, GPT-NeoX, Qwen2, SmolLM2
+
+
 class HfTokenizerVocabulary(seqio.Vocabulary):
   """A `tokenizers` tokenizer.json (e.g. Pythia / GPT-NeoX) as a SeqIO vocabulary.
 
@@ -28,7 +32,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   `<|endoftext|>`, which is also its BOS and EOS). No special tokens are added on encode.
   """
 
-  def __init__(self, path: os.PathLike | str, eos_token: str = "<|endoftext|>"):
+  def __init__(self, path: os.PathLike | str, eos_token: str = HF_DEFAULT_EOS):
     import tokenizers  # pylint: disable=g-import-not-at-top
 
     self._path = str(path)
@@ -77,13 +81,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
 
 @functools.lru_cache(maxsize=None)
-def _build(kind: str, path: str | None) -> seqio.Vocabulary:
+def _build(kind: str, path: str | None, eos: str | None) -> seqio.Vocabulary:
   if kind == "byte":
     return seqio.ByteVocabulary()
   if kind == "sentencepiece":
     return seqio.SentencePieceVocabulary(path)
   if kind == "hf_tokenizer":
-    return HfTokenizerVocabulary(path)
+    return HfTokenizerVocabulary(path) if eos is None else HfTokenizerVocabulary(path, eos)
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")
 
 
@@ -93,14 +97,15 @@ def from_spec(spec: dict[str, Any]) -> seqio.Vocabulary:
   path = spec.get("path")
   if kind != "byte" and not (path and os.path.isfile(path)):
     raise FileNotFoundError(f"vocabulary.path: {path!r} not found for {kind} vocabulary")
-  return _build(kind, path)
+  return _build(kind, path, spec.get("eos"))
 
 
 def spec_id(spec: dict[str, Any]) -> str:
   """A stable identity of a vocabulary for run keys: its type and its file's sha256."""
   if spec.get("type") == "byte":
     return "byte"
-  return f"{spec['type']}:{datadir.sha256_of(spec['path'])}"
+  eos = f":eos={spec['eos']}" if spec.get("eos") else ""
+  return f"{spec['type']}:{datadir.sha256_of(spec['path'])}{eos}"
 
 
 ENV_VAR = "INVSCALE_VOCABULARY"

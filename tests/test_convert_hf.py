@@ -62,7 +62,7 @@ def test_gpt_neox_matches_transformers(tmp_path, text_examples, pack_rows):
 
   model = build(load_config(tmp_path / "ours" / "model.gin", ["ModelConfig.dtype = 'float32'"]))
   assert model.config == hf_gpt_neox.config_from_hf(config.to_dict(), dtype="float32")
-  assert model.config.rotary_dims == 4
+  assert model.config.rotary.dims == 4
   params = checkpoints.read_checkpoint(path, expected=model.param_shapes())
   texts = [_ids(prompt + classes[0]) for prompt, classes in text_examples]
   reference = []
