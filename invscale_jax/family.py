@@ -44,6 +44,7 @@ DEFAULT_BOS: dict[str, int | None] = {"decoder_only": 0, "encoder_decoder": None
 CHECKPOINT_FORMATS = ("t5x", "hf")  # a T5X checkpoint, or a Hugging Face model directory
 VOCABULARY_TYPES = ("byte", "sentencepiece", "hf_tokenizer")
 GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
+FAMILIES_DIR = pathlib.Path(__file__).resolve().parent / "families"  # shipped manifests
 
 
 class ManifestError(ValueError):
@@ -179,6 +180,18 @@ def load(path: os.PathLike | str) -> Family:
         bos_id=_bos_id(where, m)))
   return Family(name=str(data.get("family", path.stem)), models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
+
+
+def shipped() -> list[pathlib.Path]:
+  """The manifests shipped in invscale_jax/families/."""
+  return sorted(FAMILIES_DIR.glob("*.json"))
+
+
+def find(name_or_path: str) -> pathlib.Path:
+  """A manifest path, or the shipped manifest of that family name (e.g. "opt")."""
+  path = pathlib.Path(name_or_path)
+  shipped_path = FAMILIES_DIR / f"{name_or_path}.json"
+  return shipped_path if not path.exists() and shipped_path.is_file() else path
 
 
 def resolve_n_params(family: Family, count: Callable[[ModelEntry], int]) -> Family:

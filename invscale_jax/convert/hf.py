@@ -176,12 +176,17 @@ class Converter:
   directory directly (hf_dir.py, in memory) stream parameters from `convert_params`.
   """
 
+  model_types: tuple[str, ...]  # the config.json model_type values it converts
   config_from_hf: Callable[..., ModelConfig]  # (config.json dict, dtype=...) -> config
   rules: Callable[[ModelConfig, pathlib.Path], list[Rule]]  # (config, source dir)
   aliases: dict[str, str] | None = None  # regex group -> name in the T5X template
 
   def config(self, src_dir: str | os.PathLike, dtype: str = "bfloat16") -> ModelConfig:
-    return self.config_from_hf(read_config(src_dir), dtype=dtype)
+    hf_config = read_config(src_dir)
+    if hf_config.get("model_type") not in self.model_types:
+      raise ValueError(f"{pathlib.Path(src_dir) / 'config.json'}: model_type "
+                       f"{hf_config.get('model_type')!r} is not {' or '.join(self.model_types)}")
+    return self.config_from_hf(hf_config, dtype=dtype)
 
   def convert_params(self, src_dir: str | os.PathLike) -> Iterator[tuple[Path, np.ndarray]]:
     """(T5X name, float32 array) of every parameter, converted one HF tensor at a time

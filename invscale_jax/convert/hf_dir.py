@@ -19,8 +19,9 @@ from invscale_jax.models import Model, ModelConfig
 
 # config.json `model_type` -> the converter of its architecture.
 CONVERTERS: dict[str, hf.Converter] = {
-    "gpt_neox": hf_gpt_neox.CONVERTER, "t5": hf_t5.CONVERTER, "opt": hf_opt.CONVERTER,
-    "gpt2": hf_gpt2.CONVERTER, **{t: hf_llama.CONVERTER for t in hf_llama.MODEL_TYPES}}
+    model_type: module.CONVERTER
+    for module in (hf_gpt_neox, hf_t5, hf_opt, hf_llama, hf_gpt2)
+    for model_type in module.CONVERTER.model_types}
 
 
 def converter(src_dir: str | os.PathLike) -> hf.Converter:

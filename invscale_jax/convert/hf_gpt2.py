@@ -67,6 +67,6 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
       max_positions=hf_config["n_positions"], dtype=dtype)
 
 
-CONVERTER = hf.Converter(config_from_hf, _rules)
+CONVERTER = hf.Converter(("gpt2",), config_from_hf, _rules)
 convert_params = CONVERTER.convert_params
 convert = CONVERTER.convert

@@ -79,6 +79,6 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
       parallel_residual=hf_config.get("use_parallel_residual", True), dtype=dtype)
 
 
-CONVERTER = hf.Converter(config_from_hf, _rules)
+CONVERTER = hf.Converter(("gpt_neox",), config_from_hf, _rules)
 convert_params = CONVERTER.convert_params
 convert = CONVERTER.convert

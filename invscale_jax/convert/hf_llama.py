@@ -57,8 +57,6 @@ def _rotary(hf_config: dict) -> tuple[float, float, tuple[tuple[str, object], ..
 def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
   """Our config of a HF LlamaConfig, MistralConfig or Qwen2Config (config.json as a dict)."""
   model_type = hf_config.get("model_type", "llama")
-  if model_type not in MODEL_TYPES:
-    raise ValueError(f"model_type {model_type!r} is not Llama-style ({', '.join(MODEL_TYPES)})")
   if hf_config.get("use_sliding_window") and model_type == "qwen2":
     raise ValueError("Qwen2 with use_sliding_window (per-layer windows) is not supported")
   hidden, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
@@ -78,6 +76,6 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
       dtype=dtype)
 
 
-CONVERTER = hf.Converter(config_from_hf, _rules, _NAMES)
+CONVERTER = hf.Converter(MODEL_TYPES, config_from_hf, _rules, _NAMES)
 convert_params = CONVERTER.convert_params
 convert = CONVERTER.convert

@@ -60,6 +60,6 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
       post_norm=not hf_config.get("do_layer_norm_before", True), dtype=dtype)
 
 
-CONVERTER = hf.Converter(config_from_hf, _rules, _ATTENTION)
+CONVERTER = hf.Converter(("opt",), config_from_hf, _rules, _ATTENTION)
 convert_params = CONVERTER.convert_params
 convert = CONVERTER.convert

@@ -88,6 +88,6 @@ def _rules_of(config: ModelConfig, src_dir: pathlib.Path) -> list[hf.Rule]:
   return _rules(config.logits_via_embedding, "lm_head.weight" in hf.tensor_names(src_dir))
 
 
-CONVERTER = hf.Converter(config_from_hf, _rules_of, _ATTENTION)
+CONVERTER = hf.Converter(("t5",), config_from_hf, _rules_of, _ATTENTION)
 convert_params = CONVERTER.convert_params
 convert = CONVERTER.convert
