@@ -114,6 +114,8 @@ class ModelConfig:
     if self.num_heads % self.kv_heads:
       raise ValueError(f"ModelConfig: num_heads {self.num_heads} is not a multiple of "
                        f"num_kv_heads {self.kv_heads}")
+    if self.rotary_scaling and self.rotary is None:  # building the rotary checks its type
+      raise ValueError("ModelConfig: rotary_scaling without rotary embeddings (rotary_pct 0)")
     if (self.architecture in POSITION_OFFSETS) != (self.max_positions > 0):
       raise ValueError("ModelConfig: max_positions (learned positions) must be positive for "
                        f"{' and '.join(POSITION_OFFSETS)} and 0 otherwise")

@@ -1,0 +1,121 @@
+"""OPT, Llama-style and GPT-2 models converted from Hugging Face score like transformers:
+per-token log-probabilities within 1e-4 (float32) on the ids transformers' own tokenizer
+gives for raw text; the exported tokenizer.json encodes as that tokenizer does; the
+manifest carries its BOS. Weight-file layouts (Hub names, shards, pytorch_model.bin)
+convert alike; what cannot be reproduced exactly is refused."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import hf_tiny
+from invscale_jax import checkpoints
+from invscale_jax import vocab as vocab_lib
+from invscale_jax.convert import hf, hf_dir, hf_gpt2, hf_llama, hf_opt
+from invscale_jax.models import build, load_config
+
+
+@pytest.fixture(scope="module")
+def texts(text_examples) -> list[str]:
+  return [prompt + classes[0] for prompt, classes in text_examples]
+
+
+@pytest.mark.parametrize("kind", [k for k in hf_tiny.KINDS if k != "gpt_neox"])
+def test_converted_model_matches_transformers(kind, tmp_path, texts, pack_rows):
+  src = hf_tiny.make(kind, tmp_path / "hf", texts)
+  path = hf_dir.converter(src).convert(src, tmp_path / "ours", step=3)
+  [entry] = json.loads((tmp_path / "ours" / "manifest.json").read_text())["models"]
+  tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+  bos = hf_tiny.BOS[kind]
+  bos_id = None if bos is None else tokenizer.convert_tokens_to_ids(bos)
+  assert entry["bos_id"] == bos_id
+  vocabulary = vocab_lib.from_spec({**entry["vocabulary"],
+                                    "path": str(tmp_path / "ours" / "tokenizer.json")})
+  assert vocabulary.eos_id == tokenizer.eos_token_id
+
+  model = build(load_config(tmp_path / "ours" / "model.gin", ["ModelConfig.dtype = 'float32'"]))
+  assert model.config == hf_dir.model_config(src, dtype="float32")
+  params = checkpoints.read_checkpoint(path, expected=model.param_shapes())
+  torch_model = transformers.AutoModelForCausalLM.from_pretrained(src).eval()
+  examples, reference = [], []
+  for text in texts:
+    ids = tokenizer(text)["input_ids"]
+    assert ids == [bos_id] * (bos_id is not None) + list(vocabulary.encode(text))
+    with torch.no_grad():
+      logits = torch_model(torch.tensor([ids])).logits[0, :-1].double()
+    reference.append(torch.log_softmax(logits, -1).numpy()[np.arange(len(ids) - 1), ids[1:]])
+    examples.append([(ids[:1], [ids[1:]])])  # a plain causal row scoring ids[1:]
+  batch, slots = pack_rows(examples, False, branched=False)
+  scores = np.asarray(jax.jit(model.score)(params, batch))
+  worst = max(float(np.abs(scores[row, start:start + n] - expected).max())
+              for (row, start, n), expected in zip(slots, reference))
+  assert worst < 1e-4, worst
+
+
+def _save_hub_style(model: torch.nn.Module, kind: str, out) -> None:
+  """pytorch_model.bin as the Hub's original OPT and GPT-2 files are: tensor names without
+  `model.` / `transformer.`, OPT's tied lm_head stored, GPT-2's attention mask buffers."""
+  prefix = {"opt": "model.", "gpt2": "transformer."}[kind]
+  state = {k.removeprefix(prefix): v.clone().contiguous() for k, v in model.state_dict().items()}
+  if kind == "opt":
+    state["lm_head.weight"] = state["decoder.embed_tokens.weight"].clone()
+  else:
+    state["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 8, 8))
+    state["h.0.attn.masked_bias"] = torch.tensor(-1e4)
+  out.mkdir()
+  torch.save(state, out / "pytorch_model.bin")
+  model.config.to_json_file(out / "config.json")
+
+
+@pytest.mark.parametrize("kind", ["opt", "gpt2", "llama"])
+def test_weight_file_layouts_convert_alike(kind, tmp_path, texts):
+  """Files transformers writes, the Hub's original pytorch_model.bin layouts (OPT, GPT-2)
+  and sharded safetensors with their index (llama) give the same parameters."""
+  src = hf_tiny.make(kind, tmp_path / kind, texts)
+  expected = dict(hf_dir.converter(src).convert_params(src))
+  model = transformers.AutoModelForCausalLM.from_pretrained(src)
+  other = tmp_path / "other"
+  if kind == "llama":
+    model.save_pretrained(other, max_shard_size="40KB")
+    assert (other / "model.safetensors.index.json").is_file()
+  else:
+    _save_hub_style(model, kind, other)
+  converted = dict(hf_dir.converter(other).convert_params(other))
+  assert converted.keys() == expected.keys()
+  for path, x in converted.items():
+    np.testing.assert_array_equal(x, expected[path], err_msg="/".join(path))
+
+
+def test_unsupported_configurations_are_refused(tmp_path):
+  llama = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4,
+                                   num_hidden_layers=1, intermediate_size=64).to_dict()
+  yarn = dict(llama, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0})
+  with pytest.raises(ValueError, match="rotary scaling 'yarn' is not supported"):
+    hf_llama.config_from_hf(yarn)
+  qwen = transformers.Qwen2Config(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
+                                  intermediate_size=64, use_sliding_window=True).to_dict()
+  with pytest.raises(ValueError, match="use_sliding_window"):
+    hf_llama.config_from_hf(qwen)
+  gpt2 = transformers.GPT2Config(n_embd=64, n_head=4, n_layer=1,
+                                 scale_attn_by_inverse_layer_idx=True).to_dict()
+  with pytest.raises(ValueError, match="attention scaling"):
+    hf_gpt2.config_from_hf(gpt2)
+  opt = transformers.OPTConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
+                               ffn_dim=64, enable_bias=False).to_dict()
+  with pytest.raises(ValueError, match="biases"):
+    hf_opt.config_from_hf(opt)
+  (tmp_path / "config.json").write_text(json.dumps(opt))
+  with pytest.raises(ValueError, match="model_type 'opt' is not llama or mistral or qwen2"):
+    hf_llama.CONVERTER.config(tmp_path)
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+  with pytest.raises(ValueError, match="model_type 'bert' is not supported"):
+    hf_dir.converter(tmp_path)
+  with pytest.raises(ValueError, match="unexpected tensor 'model.layers.0.self_attn.rope'"):
+    hf.rename("model.layers.0.self_attn.rope", hf_llama._rules(  # pylint: disable=protected-access
+        hf_llama.config_from_hf(llama), tmp_path), hf_llama._NAMES)  # pylint: disable=protected-access
