@@ -18,7 +18,7 @@ import torch
 import transformers
 
 import hf_tiny
-from conftest import run_dirs
+from conftest import ScoreCli, run_dirs
 from invscale_jax import results
 from invscale_jax.data import datadir
 
@@ -93,7 +93,8 @@ def test_converted_family_scores_like_transformers(kind, command, tmp_path, hf_d
 def test_hf_directories_score_like_transformers_without_conversion(tmp_path, hf_dir_of,
                                                                    small_memo_trap, run_cli):
   """`family from-hf` on OPT, Qwen2.5-style and GPT-2 directories: nothing but the manifest
-  and the tokenizers is written, and the scores are transformers' own."""
+  and the tokenizers is written, and the scores are transformers' own, also with the
+  parameters sharded over 2 devices as they are read."""
   kinds = ("opt", "qwen2", "gpt2")
   manifest = tmp_path / "family" / "manifest.json"
   result = run_cli("family", "from-hf", *(hf_dir_of(k) for k in kinds), "--out", manifest)
@@ -108,3 +109,12 @@ def test_hf_directories_score_like_transformers_without_conversion(tmp_path, hf_
   recs = _score(run_cli, manifest, small_memo_trap, tmp_path / "results")
   for kind in kinds:
     assert _worst_difference(recs[kind], hf_dir_of(kind), small_memo_trap) < 1e-4, kind
+
+  cli = ScoreCli(manifest, small_memo_trap, tmp_path / "xla_cache", tmp_path)
+  result = cli.run(tmp_path / "sharded", "--tasks", "memo-trap", "--model", "qwen2",
+                   "--gin_bindings", "make_mesh.model_parallel = 2", devices=2)
+  assert result.code == 0, result.out
+  [run_dir] = run_dirs(tmp_path / "sharded")
+  sharded = {(r.example_id, r.class_index): r.logprob for r in results.read_records(run_dir)}
+  assert sharded.keys() == {(r.example_id, r.class_index) for r in recs["qwen2"]}
+  assert max(abs(sharded[r.example_id, r.class_index] - r.logprob) for r in recs["qwen2"]) < 1e-5

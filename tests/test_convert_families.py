@@ -17,7 +17,7 @@ import transformers
 import hf_tiny
 from invscale_jax import checkpoints
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.convert import hf, hf_dir, hf_gpt2, hf_llama, hf_opt
+from invscale_jax.convert import hf, hf_dir, hf_llama
 from invscale_jax.models import build, load_config
 
 
@@ -92,30 +92,34 @@ def test_weight_file_layouts_convert_alike(kind, tmp_path, texts):
     np.testing.assert_array_equal(x, expected[path], err_msg="/".join(path))
 
 
-def test_unsupported_configurations_are_refused(tmp_path):
-  llama = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4,
-                                   num_hidden_layers=1, intermediate_size=64).to_dict()
-  yarn = dict(llama, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0})
-  with pytest.raises(ValueError, match="rotary scaling 'yarn' is not supported"):
-    hf_llama.config_from_hf(yarn)
-  qwen = transformers.Qwen2Config(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
-                                  intermediate_size=64, use_sliding_window=True).to_dict()
-  with pytest.raises(ValueError, match="use_sliding_window"):
-    hf_llama.config_from_hf(qwen)
-  gpt2 = transformers.GPT2Config(n_embd=64, n_head=4, n_layer=1,
-                                 scale_attn_by_inverse_layer_idx=True).to_dict()
-  with pytest.raises(ValueError, match="attention scaling"):
-    hf_gpt2.config_from_hf(gpt2)
-  opt = transformers.OPTConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
-                               ffn_dim=64, enable_bias=False).to_dict()
-  with pytest.raises(ValueError, match="biases"):
-    hf_opt.config_from_hf(opt)
-  (tmp_path / "config.json").write_text(json.dumps(opt))
+SMALL = dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=1)
+REFUSED = [
+    (transformers.LlamaConfig, dict(SMALL, intermediate_size=64, rope_parameters=dict(
+        rope_type="yarn", rope_theta=1e4, factor=4.0)), "rotary scaling 'yarn' is not supported"),
+    (transformers.Qwen2Config, dict(SMALL, intermediate_size=64, use_sliding_window=True),
+     "use_sliding_window"),
+    (transformers.GPT2Config, dict(n_embd=64, n_head=4, n_layer=1,
+                                   scale_attn_by_inverse_layer_idx=True), "attention scaling"),
+    (transformers.OPTConfig, dict(SMALL, ffn_dim=64, enable_bias=False), "biases"),
+]
+
+
+@pytest.mark.parametrize("config_class,fields,message", REFUSED)
+def test_configurations_that_cannot_be_reproduced_are_refused(config_class, fields, message,
+                                                              tmp_path):
+  (tmp_path / "config.json").write_text(config_class(**fields).to_json_string())
+  with pytest.raises(ValueError, match=message):
+    hf_dir.model_config(tmp_path)
+
+
+def test_wrong_directories_and_tensors_are_refused(tmp_path):
+  (tmp_path / "config.json").write_text(transformers.OPTConfig(**SMALL).to_json_string())
   with pytest.raises(ValueError, match="model_type 'opt' is not llama or mistral or qwen2"):
     hf_llama.CONVERTER.config(tmp_path)
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
   with pytest.raises(ValueError, match="model_type 'bert' is not supported"):
     hf_dir.converter(tmp_path)
+  llama = hf_llama.config_from_hf(transformers.LlamaConfig(**SMALL).to_dict())
+  rules = hf_llama._rules(llama, tmp_path)  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="unexpected tensor 'model.layers.0.self_attn.rope'"):
-    hf.rename("model.layers.0.self_attn.rope", hf_llama._rules(  # pylint: disable=protected-access
-        hf_llama.config_from_hf(llama), tmp_path), hf_llama._NAMES)  # pylint: disable=protected-access
+    hf.rename("model.layers.0.self_attn.rope", rules, hf_llama._NAMES)  # pylint: disable=protected-access
