@@ -15,8 +15,6 @@ import dataclasses
 import os
 import pathlib
 
-from invscale_jax import vocab as vocab_lib
-
 # Texts on which the saved tokenizer.json must encode as transformers' tokenizer does.
 _PROBES = ("Hello world", " leading space,  two spaces\nand a new line", "Ünïcödé ✓ 1234.5")
 
@@ -65,6 +63,8 @@ def export(src_dir: str | os.PathLike, path: str | os.PathLike) -> Conventions:
 
 def vocabulary_spec(path: str, conventions: Conventions) -> dict:
   """The manifest's vocabulary entry of an exported tokenizer.json at `path`."""
+  from invscale_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top (TensorFlow)
+
   spec = {"type": "hf_tokenizer", "path": path}
   if conventions.eos and conventions.eos != vocab_lib.HF_DEFAULT_EOS:
     spec["eos"] = conventions.eos
