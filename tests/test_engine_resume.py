@@ -21,7 +21,7 @@ from conftest import (CHUNK_SIZE, N_CHUNKS, N_RUNS, SCORE_ARGS, TINY_MODELS, Cli
                       find_run, read_results, record_key, run_dirs, select, temporary_files)
 from invscale_jax import family as family_lib
 from invscale_jax import records, results
-from invscale_jax.engine import loading, runner
+from invscale_jax.engine import loading, plan
 from invscale_jax.models import tiny
 
 # Float noise allowed between runs: none expected on the same device and options; 1e-5
@@ -108,10 +108,10 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_records(
 
 
 def plan_keys(manifest: pathlib.Path, data_dir: pathlib.Path,
-              options: runner.ScoringOptions = runner.ScoringOptions(),
+              options: plan.ScoringOptions = plan.ScoringOptions(),
               variant: str = "1_shot") -> dict[tuple[str, str], str]:
   """Run key per (model, task) for memo-trap and neqa."""
-  runs = runner.plan(family_lib.load(manifest), None, ["memo-trap", "neqa"], [variant],
+  runs = plan.plan(family_lib.load(manifest), None, ["memo-trap", "neqa"], [variant],
                      data_dir, options)
   return {(r.entry.name, r.task.name): r.key for r in runs}
 
@@ -123,15 +123,15 @@ def test_run_keys_follow_what_determines_the_numbers(
   speed_only = dict(chunk_size=3, tokens_per_batch=77, pack=False)
   cot_only = dict(generation_length=5, temperature=0.7, cot_score=False)
   for changes in (speed_only, cot_only):
-    options = dataclasses.replace(runner.ScoringOptions(), **changes)
+    options = dataclasses.replace(plan.ScoringOptions(), **changes)
     assert plan_keys(tiny_family, small_data_dir, options) == base, changes
   # The tiny family's convention is T5X's (id 0 before each prompt): naming it explicitly
   # is the same run; no BOS or another id is not.
-  assert plan_keys(tiny_family, small_data_dir, runner.ScoringOptions(bos="0")) == base
+  assert plan_keys(tiny_family, small_data_dir, plan.ScoringOptions(bos="0")) == base
   for change in (dict(max_length=512), dict(seed=1), dict(tokenization="joint"),
                  dict(dtype="bfloat16"), dict(token_logprobs=True), dict(bos="none"),
                  dict(bos="3")):
-    options = dataclasses.replace(runner.ScoringOptions(), **change)
+    options = dataclasses.replace(plan.ScoringOptions(), **change)
     keys = plan_keys(tiny_family, small_data_dir, options)
     assert all(keys[k] != base[k] for k in base), change
 

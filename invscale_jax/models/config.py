@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import pathlib
 from typing import Any, Sequence
@@ -31,7 +32,9 @@ from invscale_jax.models import position
 DECODER_ARCHITECTURES = ("gpt_neox", "opt", "llama", "gpt2")
 # Learned absolute positions: the table's row of position p is p + offset (OPT's 2).
 POSITION_OFFSETS = {"opt": 2, "gpt2": 0}
-# What the fields left at None mean, per architecture (the rest: `_NONE_MEANS`).
+# What the fields left at None mean, per architecture (the rest: `_NONE_MEANS`). A value
+# equal to the architecture's is stored as None, so that configs compare and hash (run
+# keys leave out default-valued fields) the same however they were written.
 _ARCHITECTURE_VALUES: dict[str, dict[str, Any]] = {
     "gpt_neox": dict(rotary_pct=0.25, parallel_residual=True, qkv_bias=True, out_bias=True,
                      mlp_bias=True),
@@ -42,8 +45,9 @@ _ARCHITECTURE_VALUES: dict[str, dict[str, Any]] = {
 _NONE_MEANS = dict(rotary_pct=0.0, parallel_residual=False, qkv_bias=False, out_bias=False,
                    mlp_bias=False)
 # Fields only the stacks of models/decoder.py read, with the values that mean "not used".
-_DECODER_ONLY_FIELDS = dict(_NONE_MEANS, num_kv_heads=0, rotary_scaling=(), max_positions=0,
-                            embed_proj_dim=0, post_norm=False, sliding_window=0)
+_DECODER_ONLY_FIELDS = dict(dict.fromkeys(_NONE_MEANS), num_kv_heads=0, rotary_scaling=(),
+                            max_positions=0, embed_proj_dim=0, post_norm=False,
+                            sliding_window=0)
 # Former defaults of every architecture, found in gin files `to_gin` wrote for T5 models.
 _LEGACY_T5_VALUES = dict(rotary_pct=0.25, parallel_residual=True)
 
@@ -68,8 +72,8 @@ class ModelConfig:
   norm_eps: float = 1e-6  # RMSNorm (T5 architectures, llama) or LayerNorm epsilon
   relpos_buckets: int = 32  # T5 relative position bias
   relpos_max_distance: int = 128
-  # The fields below are read by the stacks of models/decoder.py only. Those left at None
-  # take the architecture's value (_ARCHITECTURE_VALUES).
+  # The fields below are read by the stacks of models/decoder.py only. Those that may be
+  # None take the architecture's value then (read them with `value`).
   num_kv_heads: int = 0  # grouped-query attention: key/value heads; 0 = num_heads
   rotary_pct: float | None = None  # fraction of each head's dims rotated (gpt_neox, llama)
   rotary_base: float = 10000.0  # rotary theta
@@ -87,9 +91,13 @@ class ModelConfig:
   dtype: str = "bfloat16"  # activations; params are float32, logits float32
 
   def __post_init__(self):
+    _check_types(self)
     set_field = functools.partial(object.__setattr__, self)
     set_field("mlp_activations", tuple(self.mlp_activations))
     set_field("rotary_scaling", tuple(sorted(tuple(item) for item in self.rotary_scaling)))
+    sizes = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim")
+    if any(getattr(self, name) <= 0 for name in sizes):
+      raise ValueError(f"ModelConfig: {', '.join(sizes)} must be positive")
     if self.architecture not in family.ARCHITECTURES:
       raise ValueError(f"ModelConfig.architecture: {self.architecture!r} is not one of "
                        f"{', '.join(family.ARCHITECTURES)}")
@@ -97,9 +105,9 @@ class ModelConfig:
       for name, value in _LEGACY_T5_VALUES.items():
         if getattr(self, name) == value:
           set_field(name, None)
-    for name, value in {**_NONE_MEANS, **_ARCHITECTURE_VALUES.get(self.architecture, {})}.items():
-      if getattr(self, name) is None:
-        set_field(name, value)
+    for name, value in self._architecture_values.items():
+      if getattr(self, name) == value:
+        set_field(name, None)
     encoder_decoder = self.architecture == "encoder_decoder"
     layers = (self.num_encoder_layers, self.num_decoder_layers) if encoder_decoder else (
         self.num_layers,)
@@ -121,6 +129,15 @@ class ModelConfig:
                        f"{' and '.join(POSITION_OFFSETS)} and 0 otherwise")
 
   @property
+  def _architecture_values(self) -> dict[str, Any]:
+    return {**_NONE_MEANS, **_ARCHITECTURE_VALUES.get(self.architecture, {})}
+
+  def value(self, name: str) -> Any:
+    """The value of field `name`: the architecture's where the field holds None."""
+    value = getattr(self, name)
+    return self._architecture_values[name] if value is None else value
+
+  @property
   def activation_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.dtype)
 
@@ -137,13 +154,34 @@ class ModelConfig:
   @property
   def rotary(self) -> position.Rotary | None:
     """The rotary embedding of the leading int(head_dim * rotary_pct) dims, if any."""
-    dims = int(self.head_dim * self.rotary_pct)
+    dims = int(self.head_dim * self.value("rotary_pct"))
     return position.Rotary(dims, self.rotary_base, self.rotary_scaling) if dims else None
 
   @property
   def position_offset(self) -> int | None:
     """Row of position 0 in the learned position table; None without one."""
     return POSITION_OFFSETS.get(self.architecture)
+
+
+def _check_types(config: ModelConfig) -> None:
+  """Every field holds a value of its annotated type (ints are not bools or floats; None
+  where the type allows it)."""
+  for f in dataclasses.fields(config):
+    value = getattr(config, f.name)
+    kind = f.type.removesuffix(" | None")
+    if value is None and kind != f.type:
+      ok = True
+    elif kind == "tuple[str, ...]":
+      ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    elif kind == "tuple[tuple[str, Any], ...]":  # (key, value) items
+      ok = isinstance(value, (tuple, list)) and all(
+          isinstance(v, (tuple, list)) and len(v) == 2 and isinstance(v[0], str) for v in value)
+    else:
+      base = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind]
+      ok = isinstance(value, base) and (kind == "bool" or not isinstance(value, bool))
+      ok = ok and (kind != "float" or math.isfinite(value))
+    if not ok:
+      raise ValueError(f"ModelConfig.{f.name}: must be of type {f.type}, got {value!r}")
 
 
 class _LiteralsOnly(config_parser.ParserDelegate):
@@ -156,15 +194,29 @@ class _LiteralsOnly(config_parser.ParserDelegate):
     raise ValueError(f"%{macro_name}: model gin files take literal values only")
 
 
+def _read_text(path: pathlib.Path) -> str:
+  try:
+    return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not a gin file (not UTF-8 text at byte {e.start})") from None
+
+
+def _statements(text: str, where: str) -> list[Any]:
+  try:
+    return list(config_parser.ConfigParser(text, _LiteralsOnly()))
+  except SyntaxError as e:  # gin's parse errors
+    raise ValueError(f"{where}:{e.lineno}: not a valid gin file: {e.msg}") from None
+
+
 def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
   """Adds the `ModelConfig` bindings of gin text (and of the files it includes) to values."""
-  for statement in config_parser.ConfigParser(text, _LiteralsOnly()):
+  for statement in _statements(text, where):
     if isinstance(statement, config_parser.IncludeStatement):
       path = family.GIN_DIR / os.path.expanduser(statement.filename)
       if not path.is_file():
         raise FileNotFoundError(f"{where}: include {statement.filename!r}: no such file "
                                 f"(relative includes are looked up in {family.GIN_DIR})")
-      _read_bindings(path.read_text(encoding="utf-8"), str(path), values)
+      _read_bindings(_read_text(path), str(path), values)
     elif (isinstance(statement, config_parser.BindingStatement) and not statement.scope
           and statement.selector == "ModelConfig"):
       values[statement.arg_name] = statement.value
@@ -184,7 +236,7 @@ def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> Mo
     values = dataclasses.asdict(hf_dir.model_config(path.parent))
   else:
     values = {}
-    _read_bindings(path.read_text(encoding="utf-8"), str(path), values)
+    _read_bindings(_read_text(path), str(path), values)
   _read_bindings("\n".join(bindings), "bindings", values)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(values.keys() - fields)
@@ -192,7 +244,7 @@ def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> Mo
     raise ValueError(f"{path}: ModelConfig has no field {', '.join(unknown)}")
   try:
     return ModelConfig(**values)
-  except TypeError as e:  # a required field is not bound
+  except (TypeError, ValueError) as e:  # a required field is not bound, or a bad value
     raise ValueError(f"{path}: {e}") from None
 
 
