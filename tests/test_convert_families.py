@@ -15,7 +15,7 @@ import torch
 import transformers
 
 import hf_tiny
-from invscale_jax import checkpoints
+from invscale_jax import checkpoints, family
 from invscale_jax import vocab as vocab_lib
 from invscale_jax.convert import hf, hf_dir, hf_llama
 from invscale_jax.models import build, load_config
@@ -123,3 +123,23 @@ def test_wrong_directories_and_tensors_are_refused(tmp_path):
   rules = hf_llama._rules(llama, tmp_path)  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="unexpected tensor 'model.layers.0.self_attn.rope'"):
     hf.rename("model.layers.0.self_attn.rope", rules, hf_llama._NAMES)  # pylint: disable=protected-access
+
+
+def test_hf_dir_manifest_entries(tmp_path):
+  """An hf_dir entry takes the directory's config.json and tokenizer.json unless told
+  otherwise; `checkpoint` and `hf_dir` exclude each other; llama entries say their BOS."""
+  entry = {"name": "m", "architecture": "llama", "hf_dir": "hf/m", "bos_id": None}
+
+  def load(*entries):
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": list(entries)}))
+    return family.load(tmp_path / "manifest.json")
+
+  [m] = load(entry).models
+  assert (m.checkpoint, m.checkpoint_format) == (str(tmp_path / "hf" / "m"), "hf")
+  assert m.gin == str(tmp_path / "hf" / "m" / "config.json")
+  assert m.vocabulary["path"] == str(tmp_path / "hf" / "m" / "tokenizer.json")
+  assert load({**entry, "gin": "models/qwen2_5/0.5b.gin"}).models[0].gin.endswith("0.5b.gin")
+  with pytest.raises(family.ManifestError, match=r"models\[0\]: checkpoint: .* not both"):
+    load({**entry, "checkpoint": "c"})
+  with pytest.raises(family.ManifestError, match=r"models\[0\]: bos_id: missing; llama"):
+    load({k: v for k, v in entry.items() if k != "bos_id"})

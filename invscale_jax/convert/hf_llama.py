@@ -33,10 +33,11 @@ def _rules(config: ModelConfig, src_dir: pathlib.Path) -> list[hf.Rule]:
       *hf.norm(_LAYER + r"input_layernorm", _OUT + "pre_self_attention_layer_norm", bias=False),
       *hf.norm(_LAYER + r"post_attention_layernorm", _OUT + "pre_mlp_layer_norm", bias=False),
       *hf.linear(_LAYER + r"self_attn\.([qkv])_proj", _OUT + "self_attention/{1}",
-                 bias=config.qkv_bias),
+                 bias=config.value("qkv_bias")),
       *hf.linear(_LAYER + r"self_attn\.(o)_proj", _OUT + "self_attention/{1}",
-                 bias=config.out_bias),
-      *hf.linear(_LAYER + r"mlp\.(gate|up|down)_proj", _OUT + "mlp/{1}", bias=config.mlp_bias),
+                 bias=config.value("out_bias")),
+      *hf.linear(_LAYER + r"mlp\.(gate|up|down)_proj", _OUT + "mlp/{1}",
+                 bias=config.value("mlp_bias")),
       *hf.output_layer(config.logits_via_embedding),
       (_LAYER + r"self_attn\.rotary_emb\.inv_freq", None, None),  # a buffer old files hold
   ]

@@ -51,10 +51,10 @@ class DecoderLayer(nn.Module):
     dtype = cfg.activation_dtype
     attention = layers.Attention(
         cfg.emb_dim, cfg.num_heads, cfg.head_dim, dtype, num_kv_heads=cfg.kv_heads,
-        qkv_bias=cfg.qkv_bias, out_bias=cfg.out_bias, runtime_scaling=True, rotary=cfg.rotary,
-        name="self_attention")
-    mlp = layers.MLP(cfg.mlp_dim, cfg.mlp_activations, use_bias=cfg.mlp_bias, dtype=dtype,
-                     name="mlp")
+        qkv_bias=cfg.value("qkv_bias"), out_bias=cfg.value("out_bias"), runtime_scaling=True,
+        rotary=cfg.rotary, name="self_attention")
+    mlp = layers.MLP(cfg.mlp_dim, cfg.mlp_activations, use_bias=cfg.value("mlp_bias"),
+                     dtype=dtype, name="mlp")
     where = "post" if cfg.post_norm else "pre"
     attention_norm = _norm(cfg, f"{where}_self_attention_layer_norm")
     mlp_norm = _norm(cfg, f"{where}_mlp_layer_norm")
@@ -68,7 +68,7 @@ class DecoderLayer(nn.Module):
       x = attention_norm(x + attended)
       return mlp_norm(x + mlp(x)), kv
     attended, kv = attend(attention_norm(x))
-    if cfg.parallel_residual:
+    if cfg.value("parallel_residual"):
       return x + attended + mlp(mlp_norm(x)), kv
     x = x + attended
     return x + mlp(mlp_norm(x)), kv
