@@ -210,10 +210,11 @@ def tokenizer_fields(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      architecture: str, prefix: str = "") -> dict[str, Any]:
   """The manifest fields of the source's tokenizer: `vocabulary` (None without tokenizer
   files) and, for decoder-only models, `bos_id`. Its file is written into `out_dir`:
-  T5's `spiece.model` copied, any other the tokenizer.json transformers encodes with
-  (hf_tokenizer.export); file names start with `prefix`."""
+  T5's `spiece.model` copied (its encoder input gets nothing added), any other the
+  tokenizer.json transformers encodes with (hf_tokenizer.export); file names start with
+  `prefix`."""
   src, out = pathlib.Path(src_dir), pathlib.Path(out_dir)
-  if (src / "spiece.model").is_file():  # T5, whose encoder input gets nothing added
+  if architecture == "encoder_decoder" and (src / "spiece.model").is_file():  # T5
     shutil.copyfile(src / "spiece.model", out / f"{prefix}spiece.model")
     return {"vocabulary": {"type": "sentencepiece", "path": f"{prefix}spiece.model"}}
   if not hf_tokenizer.has_tokenizer(src):
