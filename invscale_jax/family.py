@@ -9,19 +9,22 @@ A manifest is a JSON file::
                "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
                "bos_id": 0}, ...]}
 
-Instead of a T5X `checkpoint`, an entry may name a Hugging Face model directory,
-`"hf_dir": "~/hf/opt-125m"` (config.json, safetensors or pytorch_model.bin weights,
-tokenizer): its weights are mapped to the network's parameters when it is loaded, with
-no copy on disk (convert/hf_dir.py). Its `gin` is then optional (the config is derived
-from the directory's config.json) and so is its `vocabulary` (default: the directory's
-tokenizer.json); `invscale family from-hf` writes such entries.
-
 Relative `checkpoint`, `hf_dir` and vocabulary paths are relative to the manifest's
 directory; a relative `gin` path is looked up next to the manifest, then in the
 project's `gin/` folder. `n_params` may be omitted (it is then counted from the
 checkpoint by `resolve_n_params`). `bos_id` is the token the model's own pipeline puts
 before every prompt (null: none); when absent it is the architecture's convention,
 `DEFAULT_BOS` (llama has none: its tokenizers differ, so its entries must say).
+
+T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
+`"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
+`architecture` and `vocabulary` then default to what the T5X gin file says.
+
+Hugging Face models are scored in place too: `"hf_dir": DIR` (config.json, safetensors or
+pytorch_model.bin weights, tokenizer) stands for `checkpoint`; its weights are mapped to
+the network's parameters when it is loaded, with no copy on disk (convert/hf_dir.py).
+`gin` then defaults to DIR's config.json (the config is derived from it) and
+`vocabulary` to DIR's tokenizer.json; `invscale family from-hf` writes such entries.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class Family:
 
 
 def _resolve(base: pathlib.Path, p: str) -> str:
+  if "://" in p:  # a URL, e.g. the gs:// vocabulary a T5X gin file names
+    return p
   path = pathlib.Path(os.path.expanduser(p))
   return str(path if path.is_absolute() else (base / path).resolve())
 
@@ -161,19 +166,25 @@ def load(path: os.PathLike | str) -> Family:
     where = f"{path}: models[{i}]"
     if not isinstance(m, dict):
       raise ManifestError(f"{where}: must be an object")
-    if ("checkpoint" in m) == ("hf_dir" in m):
-      raise ManifestError(f"{where}: checkpoint: give a T5X `checkpoint` or a Hugging Face "
-                          f"`hf_dir`, not {'both' if 'hf_dir' in m else 'neither'}")
     hf = "hf_dir" in m
-    checkpoint = _resolve(base, _string(where, m["hf_dir" if hf else "checkpoint"],
-                                        "hf_dir" if hf else "checkpoint"))
     if hf:  # the directory's own config and tokenizer unless others are named
-      m = {"gin": os.path.join(checkpoint, "config.json"), "vocabulary": {
-          "type": "hf_tokenizer", "path": os.path.join(checkpoint, "tokenizer.json")}, **m}
-    for key in ("name", "architecture", "gin", "vocabulary"):
+      if "checkpoint" in m or "t5x_model_dir" in m:
+        raise ManifestError(f"{where}: hf_dir: names the weights itself; drop checkpoint "
+                            f"and t5x_model_dir")
+      hf_dir = _resolve(base, _string(where, m["hf_dir"], "hf_dir"))
+      m = {"gin": os.path.join(hf_dir, "config.json"), "vocabulary": {
+          "type": "hf_tokenizer", "path": os.path.join(hf_dir, "tokenizer.json")}, **m,
+           "checkpoint": hf_dir}
+    elif "t5x_model_dir" in m or not {"architecture", "vocabulary"} <= m.keys():
+      from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
+      try:
+        m = t5x_dir.complete_entry(m, lambda p: _resolve(base, p), lambda p: _resolve_gin(base, p))
+      except ValueError as e:
+        raise ManifestError(f"{where}: {e}") from None
+    for key in ("name", "architecture", "gin", "checkpoint", "vocabulary"):
       if key not in m:
         raise ManifestError(f"{where}: {key}: missing")
-    name, gin = (_string(where, m[k], k) for k in ("name", "gin"))
+    name, gin, checkpoint = (_string(where, m[k], k) for k in ("name", "gin", "checkpoint"))
     if name in seen:
       raise ManifestError(f"{where}: name: duplicate model name {name!r}")
     seen.add(name)
@@ -192,7 +203,8 @@ def load(path: os.PathLike | str) -> Family:
       vocab["source"] = f"{path}: model {name}"  # named by errors about the file
     models.append(ModelEntry(
         name=name, architecture=m["architecture"], gin=_resolve_gin(base, gin),
-        checkpoint=checkpoint, vocabulary=vocab, checkpoint_format="hf" if hf else "t5x",
+        checkpoint=_resolve(base, checkpoint), vocabulary=vocab,
+        checkpoint_format="hf" if hf else "t5x",
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),

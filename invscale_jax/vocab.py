@@ -14,11 +14,11 @@ import json
 import os
 from typing import Any, Sequence
 
-import gin
 import numpy as np
 import seqio
 import tensorflow as tf
 
+from invscale_jax import gin_macros
 from invscale_jax.data import datadir
 
 
@@ -97,7 +97,7 @@ def _file(spec: dict[str, Any]) -> tuple[str, str]:
   path = spec.get("path")
   where = f"{spec['source']}: " if spec.get("source") else ""
   what = f"{where}vocabulary.path: {path}"
-  if not (path and os.path.isfile(path)):
+  if not (path and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)):  # also gs://
     raise FileNotFoundError(f"{what}: no such {spec.get('type')} file")
   return path, what
 
@@ -125,12 +125,16 @@ def spec_id(spec: dict[str, Any]) -> str:
   return f"{spec['type']}:{datadir.sha256_of(_file(spec)[0])}{eos}"
 
 
-ENV_VAR = "INVSCALE_VOCABULARY"
+ENV_VAR = gin_macros.VOCABULARY  # the environment variable has the gin macro's name
 
 
 class ConfiguredVocabulary(seqio.Vocabulary):
   """The vocabulary `configured_spec()` names, resolved at first use (so gin bindings
-  parsed after `import seqio_tasks` still apply, as in a T5X run)."""
+  parsed after `import seqio_tasks` still apply, as in a T5X run).
+
+  It compares (and hashes) equal to the vocabulary it resolves to, as T5X's check that a
+  task's vocabulary is the model's (`task_vocab != model_vocab`) requires.
+  """
 
   def __init__(self):
     super().__init__(extra_ids=0)
@@ -157,18 +161,34 @@ class ConfiguredVocabulary(seqio.Vocabulary):
   def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
     return self.inner.decode_tf(ids)
 
+  def __eq__(self, other: Any) -> bool:
+    if not isinstance(other, seqio.Vocabulary):  # e.g. inspect's "no default" marker
+      return NotImplemented
+    return self.inner == (other.inner if isinstance(other, ConfiguredVocabulary) else other)
 
-@gin.configurable("task_vocabulary")
-def configured_spec(spec: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Vocabulary of the registered SeqIO tasks: gin `task_vocabulary.spec`, else
-  $INVSCALE_VOCABULARY (a JSON spec or a tokenizer file path), else bytes."""
-  if spec:
-    return dict(spec)
-  env = os.environ.get(ENV_VAR)
-  if not env:
+  def __hash__(self) -> int:
+    return hash(self.inner)  # a TypeError, like the inner's, where that is unhashable
+
+  def __str__(self) -> str:
+    return f"ConfiguredVocabulary({self.inner})"
+
+
+def spec_of(value: Any) -> dict[str, Any]:
+  """A vocabulary spec from a setting: a spec dict or its JSON, "byte", or a tokenizer
+  file (a `.model` file is SentencePiece, anything else a Hugging Face tokenizer.json).
+  Paths are kept as given, so a T5X model's `SentencePieceVocabulary(path)` equals ours."""
+  if isinstance(value, dict):
+    return dict(value)
+  text = str(value)
+  if text.lstrip().startswith("{"):
+    return json.loads(text)
+  if text == "byte":
     return {"type": "byte"}
-  if env.lstrip().startswith("{"):
-    return json.loads(env)
-  kind = "sentencepiece" if env.endswith(".model") else "hf_tokenizer"
-  return {"type": kind, "path": env}
+  return {"type": "sentencepiece" if text.endswith(".model") else "hf_tokenizer", "path": text}
 
+
+def configured_spec() -> dict[str, Any]:
+  """Vocabulary of the registered SeqIO tasks: the gin macro INVSCALE_VOCABULARY, else
+  $INVSCALE_VOCABULARY, else bytes."""
+  setting = gin_macros.value(gin_macros.VOCABULARY) or os.environ.get(ENV_VAR)
+  return spec_of(setting) if setting else {"type": "byte"}

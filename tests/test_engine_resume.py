@@ -130,7 +130,7 @@ def test_run_keys_follow_what_determines_the_numbers(
   assert plan_keys(tiny_family, small_data_dir, plan.ScoringOptions(bos="0")) == base
   for change in (dict(max_length=512), dict(seed=1), dict(tokenization="joint"),
                  dict(dtype="bfloat16"), dict(token_logprobs=True), dict(bos="none"),
-                 dict(bos="3")):
+                 dict(bos="3"), dict(limit=5)):
     options = dataclasses.replace(plan.ScoringOptions(), **change)
     keys = plan_keys(tiny_family, small_data_dir, options)
     assert all(keys[k] != base[k] for k in base), change
@@ -170,13 +170,13 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
     flags: tuple[str, str], variant: str, changes_numbers: bool, score_here,
     reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before, old_dirs = file_states(out), set(run_dirs(out))
+  before, old_dirs = file_states(out / "runs"), set(run_dirs(out))
   score_here(out, *ONE_TASK_ARGS, "--variants", variant, "--tokens_per_batch", "1024", *flags)
 
   new_dirs = set(run_dirs(out)) - old_dirs
   assert len(new_dirs) == 1 and results.is_complete(next(iter(new_dirs)))
   new_dir = next(iter(new_dirs))
-  now = file_states(out)
+  now = file_states(out / "runs")
   assert {p: now[p] for p in before} == before  # old runs untouched, no chunk reused
   info = results.read_run_info(new_dir)
   name, value = flags[0][2:], flags[1]
@@ -189,6 +189,19 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
   assert got.keys() == expected.keys()
   diff = max(abs(got[k].logprob - expected[k].logprob) for k in got)
   assert (diff > 1e-3) == changes_numbers, diff
+
+
+def test_limit_scores_the_first_examples_as_their_own_run(
+    score_here, reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
+  out = copy_results(reference_results, tmp_path / "results")
+  score_here(out, *ONE_TASK_ARGS, "--variants", "zero_shot", "--limit", "5")
+  [limited] = [d for d in run_dirs(out) if results.read_run_info(d)["options"]["limit"] == 5]
+  got = read_results(out, [limited])
+  assert sorted({k[3] for k in got}) == [0, 1, 2, 3, 4]
+  expected = select(read_results(reference_results), ("tiny-1",), ("memo-trap",), ("zero_shot",))
+  key = limited.name  # records are the reference run's, under their own run key
+  assert_same_records(got, {k: dataclasses.replace(v, run_key=key)
+                            for k, v in expected.items() if k[3] < 5}, SAME_RUN_ATOL)
 
 
 def test_speed_options_keep_the_key_and_resume_a_partial_run(
@@ -214,7 +227,7 @@ def test_rerun_of_complete_runs_does_no_work(
     score_here, reference_results: pathlib.Path, tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before = file_states(out)
+  before = file_states(out / "runs")
 
   def no_loading(*args, **kwargs):
     raise AssertionError("a complete run loaded a model")
@@ -225,5 +238,5 @@ def test_rerun_of_complete_runs_does_no_work(
   assert time.monotonic() - start < 30
   for model in TINY_MODELS:
     assert f"{model}: all runs already complete" in result.err
-  assert file_states(out) == before
+  assert file_states(out / "runs") == before  # INDEX.md is rewritten
   assert temporary_files(out) == []

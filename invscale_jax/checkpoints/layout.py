@@ -21,7 +21,7 @@ LEGACY = "legacy"  # msgpack `checkpoint` file plus zarr arrays (T5X format vers
 ORBAX = "orbax"  # an Orbax PyTree item: a directory holding `_METADATA`
 MSGPACK_FILE = "checkpoint"
 _ORBAX_METADATA = "_METADATA"
-_ORBAX_ITEM = "state"  # newer T5X writes the train state as Orbax item `state/`
+ORBAX_ITEM = "state"  # newer T5X writes the train state as Orbax item `state/`
 _STEP_DIR = re.compile(r"checkpoint_(\d+)")  # `checkpoint_<step>.tmp-<time>` never matches
 
 
@@ -71,7 +71,7 @@ class Located:
 
 
 def _detect(directory: str) -> Located | None:
-  for item_dir in (os.path.join(directory, _ORBAX_ITEM), directory):
+  for item_dir in (os.path.join(directory, ORBAX_ITEM), directory):
     if os.path.isfile(os.path.join(item_dir, _ORBAX_METADATA)):
       return Located(directory, ORBAX, item_dir)
   if os.path.isfile(os.path.join(directory, MSGPACK_FILE)):

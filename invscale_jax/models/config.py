@@ -10,6 +10,9 @@ Relative `include` paths are looked up in the project's `gin/` folder. Model fil
 read with gin's parser but not into gin's global configuration: one process loads many
 models (a family) next to the run's own gin settings, and they must never mix. So a
 model file holds only `include` and `ModelConfig.<field> = <literal>` statements.
+
+A T5X gin file (a model dir's `config.gin`, or t5x/examples/... model files) is read too,
+by `t5x_gin`: any other statement marks a file as T5X's.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 from gin import config_parser
 
 from invscale_jax import family
-from invscale_jax.models import position
+from invscale_jax.models import position, t5x_gin
 
 
 # The stacks of models/decoder.py; T5X's own decoder_only and encoder_decoder are in t5.py.
@@ -89,6 +92,9 @@ class ModelConfig:
   post_norm: bool = False  # opt (350m): LayerNorm after each residual, no final norm
   sliding_window: int = 0  # llama (Mistral): attend to the last this many positions; 0 = all
   dtype: str = "bfloat16"  # activations; params are float32, logits float32
+  # T5 stacks: one relative position bias per layer (t5x/examples/scalable_t5), not one
+  # shared by the layers of a stack (t5x/examples/t5 and decoder_only).
+  relpos_per_layer: bool = False
 
   def __post_init__(self):
     _check_types(self)
@@ -227,15 +233,17 @@ def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
 
 
 def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> ModelConfig:
-  """The `ModelConfig` bound by a model gin file, then by extra `bindings` lines. A
-  Hugging Face model's `config.json` in place of the gin file gives the config its
-  converter derives (convert/hf_dir.py)."""
+  """The `ModelConfig` bound by a model gin file (ours or T5X's), then by extra
+  `bindings` lines. A Hugging Face model's `config.json` in place of the gin file gives
+  the config its converter derives (convert/hf_dir.py)."""
   path = pathlib.Path(gin_file)
+  values: dict[str, Any] = {}
   if path.name == "config.json":
     from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
-    values = dataclasses.asdict(hf_dir.model_config(path.parent))
+    values.update(dataclasses.asdict(hf_dir.model_config(path.parent)))
+  elif t5x_gin.is_t5x_gin(path):
+    values.update(t5x_gin.read(path).fields)
   else:
-    values = {}
     _read_bindings(_read_text(path), str(path), values)
   _read_bindings("\n".join(bindings), "bindings", values)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
