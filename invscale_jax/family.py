@@ -9,15 +9,22 @@ A manifest is a JSON file::
                "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
                "bos_id": 0}, ...]}
 
-Relative `checkpoint` and vocabulary paths are relative to the manifest's directory; a
-relative `gin` path is looked up next to the manifest, then in the project's `gin/` folder.
-`n_params` may be omitted (it is then counted from the checkpoint by `resolve_n_params`).
-`bos_id` is the token the model's own pipeline puts before every prompt (null: none);
-when absent it is the architecture's convention, `DEFAULT_BOS`.
+Relative `checkpoint`, `hf_dir` and vocabulary paths are relative to the manifest's
+directory; a relative `gin` path is looked up next to the manifest, then in the
+project's `gin/` folder. `n_params` may be omitted (it is then counted from the
+checkpoint by `resolve_n_params`). `bos_id` is the token the model's own pipeline puts
+before every prompt (null: none); when absent it is the architecture's convention,
+`DEFAULT_BOS` (llama has none: its tokenizers differ, so its entries must say).
 
 T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
 `"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
 `architecture` and `vocabulary` then default to what the T5X gin file says.
+
+Hugging Face models are scored in place too: `"hf_dir": DIR` (config.json, safetensors or
+pytorch_model.bin weights, tokenizer) stands for `checkpoint`; its weights are mapped to
+the network's parameters when it is loaded, with no copy on disk (convert/hf_dir.py).
+`gin` then defaults to DIR's config.json (the config is derived from it) and
+`vocabulary` to DIR's tokenizer.json; `invscale family from-hf` writes such entries.
 """
 
 from __future__ import annotations
@@ -29,15 +36,19 @@ import os
 import pathlib
 from typing import Any, Callable
 
-ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox")
+ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox", "opt", "llama", "gpt2")
 # What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
 # feature converter shifts in id 0; transformers, lm-eval-harness and the prize pipeline
 # add nothing before GPT-NeoX (Pythia) prompts. Encoder-decoder prompts go to the encoder
-# unchanged (the decoder starts from id 0 whatever this says).
+# unchanged (the decoder starts from id 0 whatever this says). OPT's tokenizer prepends
+# `</s>` (id 2); GPT-2's prepends nothing. Llama-style tokenizers differ (Llama 2/3 and
+# Mistral prepend their BOS, Qwen2.5 and SmolLM2 nothing): no default, entries say.
 DEFAULT_BOS: dict[str, int | None] = {"decoder_only": 0, "encoder_decoder": None,
-                                      "gpt_neox": None}
+                                      "gpt_neox": None, "opt": 2, "gpt2": None}
+CHECKPOINT_FORMATS = ("t5x", "hf")  # a T5X checkpoint, or a Hugging Face model directory
 VOCABULARY_TYPES = ("byte", "sentencepiece", "hf_tokenizer")
 GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
+FAMILIES_DIR = pathlib.Path(__file__).resolve().parent / "families"  # shipped manifests
 
 
 class ManifestError(ValueError):
@@ -48,9 +59,10 @@ class ManifestError(ValueError):
 class ModelEntry:
   name: str
   architecture: str
-  gin: str  # resolved path of the model's gin file
-  checkpoint: str  # resolved checkpoint path (a checkpoint_<step> directory)
+  gin: str  # resolved path of the model's gin file (or of a Hugging Face config.json)
+  checkpoint: str  # resolved path: a checkpoint_<step> directory, or a HF model directory
   vocabulary: dict[str, Any]  # {"type": ..., "path": resolved path or absent}
+  checkpoint_format: str = "t5x"  # one of CHECKPOINT_FORMATS
   n_params: int | None = None
   train_tokens: float | None = None
   train_flops: float | None = None
@@ -122,6 +134,9 @@ def _string(where: str, value: Any, field: str) -> str:
 
 def _bos_id(where: str, m: dict[str, Any]) -> int | None:
   if "bos_id" not in m:
+    if m["architecture"] not in DEFAULT_BOS:
+      raise ManifestError(f"{where}: bos_id: missing; {m['architecture']} models have no "
+                          f"default (the id their tokenizer puts first, or null)")
     return DEFAULT_BOS[m["architecture"]]
   value = m["bos_id"]
   if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
@@ -151,7 +166,16 @@ def load(path: os.PathLike | str) -> Family:
     where = f"{path}: models[{i}]"
     if not isinstance(m, dict):
       raise ManifestError(f"{where}: must be an object")
-    if "t5x_model_dir" in m or not {"architecture", "vocabulary"} <= m.keys():
+    hf = "hf_dir" in m
+    if hf:  # the directory's own config and tokenizer unless others are named
+      if "checkpoint" in m or "t5x_model_dir" in m:
+        raise ManifestError(f"{where}: hf_dir: names the weights itself; drop checkpoint "
+                            f"and t5x_model_dir")
+      hf_dir = _resolve(base, _string(where, m["hf_dir"], "hf_dir"))
+      m = {"gin": os.path.join(hf_dir, "config.json"), "vocabulary": {
+          "type": "hf_tokenizer", "path": os.path.join(hf_dir, "tokenizer.json")}, **m,
+           "checkpoint": hf_dir}
+    elif "t5x_model_dir" in m or not {"architecture", "vocabulary"} <= m.keys():
       from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
       try:
         m = t5x_dir.complete_entry(m, lambda p: _resolve(base, p), lambda p: _resolve_gin(base, p))
@@ -180,6 +204,7 @@ def load(path: os.PathLike | str) -> Family:
     models.append(ModelEntry(
         name=name, architecture=m["architecture"], gin=_resolve_gin(base, gin),
         checkpoint=_resolve(base, checkpoint), vocabulary=vocab,
+        checkpoint_format="hf" if hf else "t5x",
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
@@ -187,6 +212,18 @@ def load(path: os.PathLike | str) -> Family:
   return Family(name=_string(str(path), data.get("family", path.stem), "family"),
                 models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
+
+
+def shipped() -> list[pathlib.Path]:
+  """The manifests shipped in invscale_jax/families/."""
+  return sorted(FAMILIES_DIR.glob("*.json"))
+
+
+def find(name_or_path: str) -> pathlib.Path:
+  """A manifest path, or the shipped manifest of that family name (e.g. "opt")."""
+  path = pathlib.Path(name_or_path)
+  shipped_path = FAMILIES_DIR / f"{name_or_path}.json"
+  return shipped_path if not path.exists() and shipped_path.is_file() else path
 
 
 def resolve_n_params(family: Family, count: Callable[[ModelEntry], int]) -> Family:

@@ -2,8 +2,9 @@
 
 A vocabulary is described by a small dict (the `vocabulary` field of a family manifest):
 `{"type": "byte"}`, `{"type": "sentencepiece", "path": "spm.model"}` or
-`{"type": "hf_tokenizer", "path": "tokenizer.json"}`. `from_spec` builds it;
-`spec_id` names it for run keys.
+`{"type": "hf_tokenizer", "path": "tokenizer.json"}` (with `"eos": "</s>"` when the end
+of sequence token is not `<|endoftext|>`). `from_spec` builds it; `vocab_spec.identity` names it
+for run keys.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import tensorflow as tf
 from invscale_jax import vocab_spec
 
 
+HF_DEFAULT_EOS = "<|endoftext|>"  # GPT-2, GPT-NeoX, Qwen2, SmolLM2
+
+
 class HfTokenizerVocabulary(seqio.Vocabulary):
   """A `tokenizers` tokenizer.json (e.g. Pythia / GPT-NeoX) as a SeqIO vocabulary.
 
@@ -26,7 +30,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   `<|endoftext|>`, which is also its BOS and EOS). No special tokens are added on encode.
   """
 
-  def __init__(self, path: os.PathLike | str, eos_token: str = "<|endoftext|>"):
+  def __init__(self, path: os.PathLike | str, eos_token: str = HF_DEFAULT_EOS):
     import tokenizers  # pylint: disable=g-import-not-at-top
 
     self._path = str(path)
@@ -75,13 +79,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
 
 @functools.lru_cache(maxsize=None)
-def _build(kind: str, path: str | None) -> seqio.Vocabulary:
+def _build(kind: str, path: str | None, eos: str | None) -> seqio.Vocabulary:
   if kind == "byte":
     return seqio.ByteVocabulary()
   if kind == "sentencepiece":
     return seqio.SentencePieceVocabulary(path)
   if kind == "hf_tokenizer":
-    return HfTokenizerVocabulary(path)
+    return HfTokenizerVocabulary(path) if eos is None else HfTokenizerVocabulary(path, eos)
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")
 
 
@@ -89,10 +93,10 @@ def from_spec(spec: dict[str, Any]) -> seqio.Vocabulary:
   """Builds (once per spec) the vocabulary a manifest entry describes."""
   kind = spec.get("type")
   if kind not in ("sentencepiece", "hf_tokenizer"):
-    return _build(kind, None)  # bytes, or an error naming the unknown type
+    return _build(kind, None, None)  # bytes, or an error naming the unknown type
   path, what = vocab_spec.vocabulary_file(spec)
   try:
-    vocabulary = _build(kind, path)
+    vocabulary = _build(kind, path, spec.get("eos"))
     vocabulary.vocab_size  # pylint: disable=pointless-statement  (reads the file now)
   except Exception as e:  # pylint: disable=broad-except  (tokenizers raise bare Exception)
     reason = str(e).partition("\n")[0] or type(e).__name__

@@ -32,7 +32,8 @@ def identity(spec: dict[str, Any]) -> str:
   """A stable identity of a vocabulary for run keys: its type and its file's sha256."""
   if spec.get("type") == "byte":
     return "byte"
-  return f"{spec['type']}:{content_hash.file_sha256(vocabulary_file(spec)[0])}"
+  eos = f":eos={spec['eos']}" if spec.get("eos") else ""
+  return f"{spec['type']}:{content_hash.file_sha256(vocabulary_file(spec)[0])}{eos}"
 
 
 def spec_of(value: Any) -> dict[str, Any]:

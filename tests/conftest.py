@@ -207,8 +207,20 @@ def small_model_config() -> Callable[..., object]:
       fields.update(num_encoder_layers=2, num_decoder_layers=2)
     else:
       fields.update(num_layers=2)
-    if architecture == "gpt_neox":
-      fields.update(mlp_activations=("gelu_exact",), norm_eps=1e-5)
+    # The less common variant of each family, where it has one: OPT-350m's projected
+    # embeddings and norms after the residuals; Llama with grouped-query attention, Qwen2's
+    # q/k/v biases, Llama 3's rotary scaling and Mistral's sliding window.
+    fields.update({
+        "gpt_neox": dict(mlp_activations=("gelu_exact",), norm_eps=1e-5),
+        "opt": dict(mlp_activations=("relu",), norm_eps=1e-5, max_positions=1024,
+                    embed_proj_dim=32, post_norm=True),
+        "llama": dict(mlp_activations=("silu", "linear"), num_kv_heads=2, qkv_bias=True,
+                      rotary_base=500.0, sliding_window=24, rotary_scaling=(
+                          ("rope_type", "llama3"), ("factor", 4.0), ("low_freq_factor", 1.0),
+                          ("high_freq_factor", 4.0), ("original_max_position_embeddings", 64))),
+        "gpt2": dict(mlp_activations=("gelu",), norm_eps=1e-5, max_positions=1024,
+                     logits_via_embedding=True),
+    }.get(architecture, {}))
     return ModelConfig(**{**fields, **overrides})
 
   return make

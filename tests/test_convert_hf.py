@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import jax
 import numpy as np
@@ -12,6 +11,7 @@ import safetensors.torch
 import torch
 import transformers
 
+import hf_tiny
 from invscale_jax import checkpoints
 from invscale_jax.convert import hf, hf_gpt_neox, hf_t5
 from invscale_jax.models import build, load_config
@@ -21,19 +21,6 @@ VOCAB = 512
 
 def _ids(text: str) -> list[int]:
   return [(b + 3) % VOCAB for b in text.encode("utf-8")]
-
-
-def _randomize(model: torch.nn.Module) -> None:
-  """Weights large enough for peaked, position-dependent predictions (HF's init is ~0.02)."""
-  torch.manual_seed(0)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if p.dim() > 1:
-        p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]))
-      elif "norm" in name and name.endswith("weight"):
-        p.normal_(1.0, 0.2)
-      else:
-        p.normal_(0.0, 0.2)
 
 
 def _hf_log_probs(logits: torch.Tensor, targets: list[int]) -> np.ndarray:
@@ -56,13 +43,13 @@ def test_gpt_neox_matches_transformers(tmp_path, text_examples, pack_rows):
       intermediate_size=256, rotary_pct=0.25, max_position_embeddings=1024, hidden_act="gelu",
       use_parallel_residual=True, tie_word_embeddings=False)
   torch_model = transformers.GPTNeoXForCausalLM(config).eval()
-  _randomize(torch_model)
+  hf_tiny.randomize(torch_model)
   torch_model.save_pretrained(tmp_path / "hf")
   path = hf_gpt_neox.convert(tmp_path / "hf", tmp_path / "ours", step=7)
 
   model = build(load_config(tmp_path / "ours" / "model.gin", ["ModelConfig.dtype = 'float32'"]))
   assert model.config == hf_gpt_neox.config_from_hf(config.to_dict(), dtype="float32")
-  assert model.config.rotary_dims == 4
+  assert model.config.rotary.dims == 4
   params = checkpoints.read_checkpoint(path, expected=model.param_shapes())
   texts = [_ids(prompt + classes[0]) for prompt, classes in text_examples]
   reference = []
@@ -94,7 +81,7 @@ def test_t5_matches_transformers(tmp_path, text_examples, pack_rows, layout):
       num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=layout == "original_t5",
       dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0)
   torch_model = transformers.T5ForConditionalGeneration(config)
-  _randomize(torch_model)
+  hf_tiny.randomize(torch_model)
   src = tmp_path / "hf"
   if layout == "flan_t5_hub":
     _save_hub_style(torch_model, src)

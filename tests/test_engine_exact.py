@@ -16,7 +16,7 @@ from invscale_jax.engine import partitioning, reference, requests
 from invscale_jax.engine.scorer import Scorer
 from invscale_jax.data import datadir
 
-ARCHITECTURES = ("decoder_only", "gpt_neox", "encoder_decoder")
+ARCHITECTURES = ("decoder_only", "gpt_neox", "opt", "llama", "gpt2", "encoder_decoder")
 # float32: summation order differs between padded shapes, so allow 1e-5 absolute plus
 # 2e-6 relative (a wrong mask or position would be off by ~1e-1).
 ATOL, RTOL = 1e-5, 2e-6

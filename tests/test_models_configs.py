@@ -76,9 +76,10 @@ def test_manifests_match_their_configs(name):
     assert entry.checkpoint.startswith(str(pathlib.Path.home()))
 
 
-@pytest.mark.parametrize("architecture", ["decoder_only", "gpt_neox", "encoder_decoder"])
+@pytest.mark.parametrize("architecture", ["decoder_only", "gpt_neox", "opt", "llama", "gpt2",
+                                          "encoder_decoder"])
 def test_param_axes_name_every_dimension(architecture, small_model_config):
-  model = build(small_model_config(architecture))
+  model = build(small_model_config(architecture, logits_via_embedding=False))
   shapes, axes = model.param_shapes(), model.param_axes()
   assert jax.tree.structure(shapes) == jax.tree.structure(
       axes, is_leaf=lambda x: isinstance(x, tuple))
@@ -86,12 +87,17 @@ def test_param_axes_name_every_dimension(architecture, small_model_config):
                           jax.tree.leaves(axes, is_leaf=lambda x: isinstance(x, tuple))):
     assert len(shape.shape) == len(names)
   decoder = axes["decoder"]
-  assert decoder["layers_0"]["self_attention"]["query"]["kernel"] == ("embed", "joined_kv")
+  attention = decoder["layers_0"]["self_attention"]
+  assert attention["query"]["kernel"] == attention["key"]["kernel"] == ("embed", "joined_kv")
   assert decoder["logits_dense"]["kernel"] == ("embed", "vocab")
-  if architecture == "gpt_neox":
-    assert decoder["layers_0"]["self_attention"]["query"]["bias"] == ("joined_kv",)
-  else:
+  if architecture in ("decoder_only", "encoder_decoder"):
     assert decoder["relpos_bias"]["rel_embedding"] == ("heads", "relpos_buckets")
+  if architecture in ("gpt_neox", "opt", "gpt2"):
+    assert attention["query"]["bias"] == ("joined_kv",)
+  if architecture in ("opt", "gpt2"):
+    assert decoder["position_embedder"]["embedding"] == ("abspos_buckets", "embed")
+  if architecture == "llama":  # grouped-query attention: 2 key/value heads for 4 query heads
+    assert shapes["decoder"]["layers_0"]["self_attention"]["key"]["kernel"].shape == (64, 32)
 
 
 def test_gin_round_trip_and_errors(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from invscale_jax.models import build
 from invscale_jax.models.masks import attention_mask
 
-ARCHITECTURES = ("decoder_only", "gpt_neox", "encoder_decoder")
+ARCHITECTURES = ("decoder_only", "gpt_neox", "opt", "llama", "gpt2", "encoder_decoder")
 
 
 def _examples(text_examples, vocab_size: int) -> list[tuple[list[int], list[list[int]]]]:

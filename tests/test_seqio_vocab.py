@@ -87,7 +87,7 @@ def test_decode_stops_at_eos_and_skips_padding(hf_vocab: vocab.HfTokenizerVocabu
   assert hf_vocab.decode_tf(padded).numpy().decode() == " Yes"
 
 
-def test_from_spec_and_spec_id(tokenizer_path: pathlib.Path,
+def test_from_spec_and_identity(tokenizer_path: pathlib.Path,
                                hf_vocab: vocab.HfTokenizerVocabulary) -> None:
   spec = {"type": "hf_tokenizer", "path": str(tokenizer_path)}
   built = vocab.from_spec(spec)

@@ -6,6 +6,7 @@ torch (and safetensors) are imported inside the functions: only converters need 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from flax import traverse_util
 
+from invscale_jax.convert import hf_tokenizer
 from invscale_jax.models import Model, ModelConfig, to_gin
 
 Path = tuple[str, ...]  # T5X parameter name, e.g. ("decoder", "layers_0", "mlp", "wi", "kernel")
@@ -37,6 +39,31 @@ def keep(x: np.ndarray) -> np.ndarray:
 def transpose(x: np.ndarray) -> np.ndarray:
   """torch Linear weights are [out, in]; T5X kernels are [in, out]."""
   return np.ascontiguousarray(x.T)
+
+
+def linear(hf_name: str, t5x_name: str, bias: bool = True, transform: Transform = transpose,
+           bias_transform: Transform = keep) -> list[Rule]:
+  """Rules of a torch Linear (weight transposed) with or without its bias."""
+  rules = [(hf_name + r"\.weight", t5x_name + "/kernel", transform)]
+  return rules + [(hf_name + r"\.bias", t5x_name + "/bias", bias_transform)] if bias else rules
+
+
+def norm(hf_name: str, t5x_name: str, bias: bool = True) -> list[Rule]:
+  """Rules of a LayerNorm (weight and bias) or RMSNorm (weight only)."""
+  rules = [(hf_name + r"\.weight", t5x_name + "/scale", keep)]
+  return rules + [(hf_name + r"\.bias", t5x_name + "/bias", keep)] if bias else rules
+
+
+def output_layer(tied: bool) -> list[Rule]:
+  """`lm_head`: a copy of the token embedding when tied (files may still hold it), else
+  the output layer."""
+  return [(r"lm_head\.weight", None if tied else "decoder/logits_dense/kernel",
+           None if tied else transpose)]
+
+
+def mlp_config(hidden_act: str, gated: bool) -> tuple[str, ...]:
+  """`ModelConfig.mlp_activations` of a plain or gated (SwiGLU-style) HF MLP."""
+  return (activation(hidden_act), "linear") if gated else (activation(hidden_act),)
 
 
 def read_config(src_dir: str | os.PathLike) -> dict:
@@ -141,30 +168,79 @@ def convert_tensors(src_dir: str | os.PathLike, config: ModelConfig, rules: Iter
   return checked(convert_all(), config)
 
 
+@dataclasses.dataclass(frozen=True)
+class Converter:
+  """One architecture's mapping: its config from config.json and its renaming rules.
+
+  Both the converters (`convert`, into a T5X checkpoint) and scoring a Hugging Face
+  directory directly (hf_dir.py, in memory) stream parameters from `convert_params`.
+  """
+
+  model_types: tuple[str, ...]  # the config.json model_type values it converts
+  config_from_hf: Callable[..., ModelConfig]  # (config.json dict, dtype=...) -> config
+  rules: Callable[[ModelConfig, pathlib.Path], list[Rule]]  # (config, source dir)
+  aliases: dict[str, str] | None = None  # regex group -> name in the T5X template
+
+  def config(self, src_dir: str | os.PathLike, dtype: str = "bfloat16") -> ModelConfig:
+    hf_config = read_config(src_dir)
+    if hf_config.get("model_type") not in self.model_types:
+      raise ValueError(f"{pathlib.Path(src_dir) / 'config.json'}: model_type "
+                       f"{hf_config.get('model_type')!r} is not {' or '.join(self.model_types)}")
+    return self.config_from_hf(hf_config, dtype=dtype)
+
+  def convert_params(self, src_dir: str | os.PathLike) -> Iterator[tuple[Path, np.ndarray]]:
+    """(T5X name, float32 array) of every parameter, converted one HF tensor at a time
+    and checked against the model of the directory's config."""
+    config = self.config(src_dir)
+    return convert_tensors(src_dir, config, self.rules(config, pathlib.Path(src_dir)),
+                           self.aliases)
+
+  def convert(self, src_dir: str | os.PathLike, out_dir: str | os.PathLike,
+              step: int = 0) -> str:
+    """Converts a HF model directory into `out_dir` (see `write`); returns the checkpoint."""
+    return write(out_dir, src_dir, self.config(src_dir), self.convert_params(src_dir), step)
+
+
 def nest(params: Iterable[tuple[Path, np.ndarray]]) -> dict:
   """A nested dict from (path, array) pairs."""
   return traverse_util.unflatten_dict(dict(params))
 
 
+def tokenizer_fields(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                     architecture: str, prefix: str = "") -> dict[str, Any]:
+  """The manifest fields of the source's tokenizer: `vocabulary` (None without tokenizer
+  files) and, for decoder-only models, `bos_id`. Its file is written into `out_dir`:
+  T5's `spiece.model` copied (its encoder input gets nothing added), any other the
+  tokenizer.json transformers encodes with (hf_tokenizer.export); file names start with
+  `prefix`."""
+  src, out = pathlib.Path(src_dir), pathlib.Path(out_dir)
+  if architecture == "encoder_decoder" and (src / "spiece.model").is_file():  # T5
+    shutil.copyfile(src / "spiece.model", out / f"{prefix}spiece.model")
+    return {"vocabulary": {"type": "sentencepiece", "path": f"{prefix}spiece.model"}}
+  if not hf_tokenizer.has_tokenizer(src):
+    return {"vocabulary": None}
+  conventions = hf_tokenizer.export(src, out / f"{prefix}tokenizer.json")
+  fields = {"vocabulary": hf_tokenizer.vocabulary_spec(f"{prefix}tokenizer.json", conventions)}
+  if architecture != "encoder_decoder":
+    fields["bos_id"] = conventions.bos_id
+  return fields
+
+
 def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelConfig,
           params: Iterable[tuple[Path, np.ndarray]], step: int) -> str:
-  """Writes a converted model: the T5X checkpoint `checkpoint_<step>` (float32, streamed
-  one tensor at a time), `model.gin`, the tokenizer (`spiece.model` and/or
-  `tokenizer.json`, when the source has them) and `manifest.json`, a one-model family
-  whose entry can be copied into a larger manifest; returns the checkpoint path."""
+  """Writes a converted model: the tokenizer (see `tokenizer_fields`), the T5X checkpoint
+  `checkpoint_<step>` (float32, streamed one tensor at a time), `model.gin` and
+  `manifest.json`, a one-model family whose entry (with the tokenizer's `bos_id`) can be
+  copied into a larger manifest; returns the checkpoint path."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
 
   out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
   out.mkdir(parents=True, exist_ok=True)
+  tokenizer = tokenizer_fields(src, out, config.architecture)
   path = checkpoints.write_checkpoint(out, params, step=step)
   (out / "model.gin").write_text(to_gin(config, f"Converted from {src.resolve()}"), "utf-8")
-  copied = [f for f in ("spiece.model", "tokenizer.json") if (src / f).is_file()]
-  for f in copied:
-    shutil.copyfile(src / f, out / f)
-  vocabulary = ({"type": "sentencepiece", "path": "spiece.model"} if "spiece.model" in copied
-                else {"type": "hf_tokenizer", "path": "tokenizer.json"} if copied else None)
   entry = {"name": out.name, "architecture": config.architecture, "gin": "model.gin",
-           "checkpoint": os.path.relpath(path, out), "vocabulary": vocabulary,
+           "checkpoint": os.path.relpath(path, out), **tokenizer,
            "n_params": Model(config).num_params(), "train_tokens": None, "train_flops": None}
   manifest = {"family": out.name, "description": f"Converted from {src.resolve()}",
               "models": [entry]}

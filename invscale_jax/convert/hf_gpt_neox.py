@@ -1,4 +1,4 @@
-"""Hugging Face GPT-NeoX / Pythia -> our `gpt_neox` network (names: models/gpt_neox.py).
+"""Hugging Face GPT-NeoX / Pythia -> our `gpt_neox` network (names: models/decoder.py).
 
   convert("pythia-70m/", "~/checkpoints/pythia-70m", step=143000)
 
@@ -8,8 +8,7 @@ sharded index) and tokenizer.json.
 
 from __future__ import annotations
 
-import os
-from typing import Iterator
+import pathlib
 
 import numpy as np
 
@@ -18,16 +17,6 @@ from invscale_jax.models import ModelConfig
 
 _LAYER = r"gpt_neox\.layers\.(\d+)\."
 _OUT = "decoder/layers_{0}/"
-
-
-def _linear(hf_name: str, t5x_name: str) -> list[hf.Rule]:
-  return [(hf_name + r"\.weight", t5x_name + "/kernel", hf.transpose),
-          (hf_name + r"\.bias", t5x_name + "/bias", hf.keep)]
-
-
-def _norm(hf_name: str, t5x_name: str) -> list[hf.Rule]:
-  return [(hf_name + r"\.weight", t5x_name + "/scale", hf.keep),
-          (hf_name + r"\.bias", t5x_name + "/bias", hf.keep)]
 
 
 def _qkv_part(index: int, num_heads: int, weight: bool) -> hf.Transform:
@@ -50,18 +39,19 @@ def _qkv(num_heads: int) -> list[hf.Rule]:
   return rules
 
 
-def _rules(num_heads: int) -> list[hf.Rule]:
+def _rules(config: ModelConfig, src_dir: pathlib.Path) -> list[hf.Rule]:
+  del src_dir  # the names do not depend on which tensors the files hold
   return [
       (r"gpt_neox\.embed_in\.weight", "decoder/token_embedder/embedding", hf.keep),
       # transformers >= 5 calls the output layer lm_head in memory, embed_out in files.
       (r"(?:embed_out|lm_head)\.weight", "decoder/logits_dense/kernel", hf.transpose),
-      *_norm(r"gpt_neox\.final_layer_norm", "decoder/decoder_norm"),
-      *_norm(_LAYER + r"input_layernorm", _OUT + "pre_self_attention_layer_norm"),
-      *_norm(_LAYER + r"post_attention_layernorm", _OUT + "pre_mlp_layer_norm"),
-      *_qkv(num_heads),
-      *_linear(_LAYER + r"attention\.dense", _OUT + "self_attention/out"),
-      *_linear(_LAYER + r"mlp\.dense_h_to_4h", _OUT + "mlp/wi"),
-      *_linear(_LAYER + r"mlp\.dense_4h_to_h", _OUT + "mlp/wo"),
+      *hf.norm(r"gpt_neox\.final_layer_norm", "decoder/decoder_norm"),
+      *hf.norm(_LAYER + r"input_layernorm", _OUT + "pre_self_attention_layer_norm"),
+      *hf.norm(_LAYER + r"post_attention_layernorm", _OUT + "pre_mlp_layer_norm"),
+      *_qkv(config.num_heads),
+      *hf.linear(_LAYER + r"attention\.dense", _OUT + "self_attention/out"),
+      *hf.linear(_LAYER + r"mlp\.dense_h_to_4h", _OUT + "mlp/wi"),
+      *hf.linear(_LAYER + r"mlp\.dense_4h_to_h", _OUT + "mlp/wo"),
       # Buffers some checkpoints store: the causal mask and the rotary frequencies.
       (_LAYER + r"attention\.(?:bias|masked_bias|rotary_emb\.inv_freq)", None, None),
   ]
@@ -82,20 +72,13 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
       architecture="gpt_neox", vocab_size=hf_config["vocab_size"], emb_dim=hidden,
       num_heads=heads, head_dim=hidden // heads, mlp_dim=hf_config["intermediate_size"],
       num_layers=hf_config["num_hidden_layers"],
-      mlp_activations=(hf.activation(hf_config["hidden_act"]),),
+      mlp_activations=hf.mlp_config(hf_config["hidden_act"], gated=False),
       norm_eps=hf_config["layer_norm_eps"],
       rotary_pct=rope.get("partial_rotary_factor", hf_config.get("rotary_pct", 0.25)),
       rotary_base=rope.get("rope_theta", hf_config.get("rotary_emb_base", 10000.0)),
       parallel_residual=hf_config.get("use_parallel_residual", True), dtype=dtype)
 
 
-def convert_params(src_dir: str | os.PathLike) -> Iterator[tuple[hf.Path, np.ndarray]]:
-  """(T5X name, float32 array) of every parameter, converted one HF tensor at a time."""
-  config = config_from_hf(hf.read_config(src_dir))
-  return hf.convert_tensors(src_dir, config, _rules(config.num_heads))
-
-
-def convert(src_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int = 0) -> str:
-  """Converts a HF GPT-NeoX directory into `out_dir` (see hf.write); returns the checkpoint."""
-  config = config_from_hf(hf.read_config(src_dir))
-  return hf.write(out_dir, src_dir, config, convert_params(src_dir), step)
+CONVERTER = hf.Converter(("gpt_neox",), config_from_hf, _rules)
+convert_params = CONVERTER.convert_params
+convert = CONVERTER.convert

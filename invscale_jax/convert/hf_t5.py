@@ -9,10 +9,7 @@ the trained query weights), so kernels are only transposed. For the output layer
 
 from __future__ import annotations
 
-import os
-from typing import Iterator
-
-import numpy as np
+import pathlib
 
 from invscale_jax.convert import hf
 from invscale_jax.models import ModelConfig
@@ -87,15 +84,10 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
       relpos_max_distance=hf_config.get("relative_attention_max_distance", 128), dtype=dtype)
 
 
-def convert_params(src_dir: str | os.PathLike) -> Iterator[tuple[hf.Path, np.ndarray]]:
-  """(T5X name, float32 array) of every parameter, converted one HF tensor at a time."""
-  config = config_from_hf(hf.read_config(src_dir))
-  has_lm_head = "lm_head.weight" in hf.tensor_names(src_dir)
-  return hf.convert_tensors(src_dir, config, _rules(config.logits_via_embedding, has_lm_head),
-                            _ATTENTION)
+def _rules_of(config: ModelConfig, src_dir: pathlib.Path) -> list[hf.Rule]:
+  return _rules(config.logits_via_embedding, "lm_head.weight" in hf.tensor_names(src_dir))
 
 
-def convert(src_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int = 0) -> str:
-  """Converts a HF T5 directory into `out_dir` (see hf.write); returns the checkpoint."""
-  config = config_from_hf(hf.read_config(src_dir))
-  return hf.write(out_dir, src_dir, config, convert_params(src_dir), step)
+CONVERTER = hf.Converter(("t5",), config_from_hf, _rules_of, _ATTENTION)
+convert_params = CONVERTER.convert_params
+convert = CONVERTER.convert

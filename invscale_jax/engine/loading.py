@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 import seqio
+from flax import traverse_util
 from jax.sharding import Mesh
 
 import seqio_tasks
@@ -25,9 +26,31 @@ class LoadedModel:
   mesh: Mesh
 
 
+def _hf_params(entry: ModelEntry, model: models.Model, shardings: dict) -> dict:
+  """The parameters of the entry's Hugging Face directory, mapped as its converter maps
+  them, one tensor at a time, each put on its devices as it comes (every host reads the
+  tensors and builds its own shards)."""
+  from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
+
+  shapes = traverse_util.flatten_dict(model.param_shapes())
+  places = traverse_util.flatten_dict(shardings)
+  params = {}
+  for path, x in hf_dir.converter(entry.checkpoint).convert_params(entry.checkpoint):
+    if path not in shapes or x.shape != shapes[path].shape:
+      expected = shapes[path].shape if path in shapes else "no such parameter"
+      raise ValueError(f"{entry.checkpoint}: {'/'.join(path)}: shape {x.shape} does not fit "
+                       f"the network of {entry.gin} ({expected})")
+    params[path] = partitioning.to_global(x, places[path])
+  missing = sorted("/".join(p) for p in shapes.keys() - params.keys())
+  if missing:
+    raise ValueError(f"{entry.checkpoint}: no weights for {', '.join(missing)} of {entry.gin}")
+  return traverse_util.unflatten_dict(params)
+
+
 def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
-  """Builds the entry's network (activations in `dtype`) and restores its checkpoint,
-  float32 params sharded over `mesh` by logical-axis rules, each device reading its part."""
+  """Builds the entry's network (activations in `dtype`) and restores its checkpoint (a
+  T5X checkpoint, or a Hugging Face directory mapped in memory), float32 params sharded
+  over `mesh` by logical-axis rules, each device reading its part."""
   config = models.load_config(entry.gin, [f"ModelConfig.dtype = {dtype!r}"])
   if config.architecture != entry.architecture:
     raise ValueError(f"{entry.gin}: architecture {config.architecture!r} differs from the "
@@ -37,9 +60,12 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
   if vocabulary.vocab_size > config.vocab_size:
     raise ValueError(f"model {entry.name}: vocabulary has {vocabulary.vocab_size} ids but "
                      f"the network only {config.vocab_size}")
-  params = checkpoints.read_checkpoint(
-      entry.checkpoint, dtype=np.float32, expected=model.param_shapes(),
-      shardings=partitioning.param_shardings(model.param_axes(), mesh))
+  shardings = partitioning.param_shardings(model.param_axes(), mesh)
+  if entry.checkpoint_format == "hf":
+    params = _hf_params(entry, model, shardings)
+  else:
+    params = checkpoints.read_checkpoint(entry.checkpoint, dtype=np.float32,
+                                         expected=model.param_shapes(), shardings=shardings)
   return LoadedModel(entry, model, params, vocabulary, mesh)
 
 

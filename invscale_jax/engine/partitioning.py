@@ -29,6 +29,8 @@ LOGICAL_AXIS_RULES = (
     ("embed", None),
     ("kv", None),
     ("relpos_buckets", None),
+    ("abspos_buckets", None),  # learned position tables (OPT, GPT-2)
+    ("embed_proj", None),  # OPT-350m's narrower token embeddings
     ("layers", None),
     ("length", None),
 )

@@ -1,8 +1,13 @@
-"""`invscale family init-tiny|show|from-t5x` and `invscale convert hf-gpt-neox|hf-t5`."""
+"""`invscale family init-tiny|show|from-t5x|from-hf`, `invscale convert hf-<architecture>`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import pathlib
+import shutil
+import tempfile
 
 from invscale_jax import family as family_lib
 
@@ -14,16 +19,53 @@ def _init_tiny(args: argparse.Namespace) -> int:
   return 0
 
 
-def _show(args: argparse.Namespace) -> int:
+def _count_params(entry: family_lib.ModelEntry) -> int:
+  """Parameters of a model: from its T5X checkpoint, or from its network's shapes."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  fam = family_lib.resolve_n_params(family_lib.load(args.manifest),
-                                    lambda m: checkpoints.count_params(m.checkpoint))
-  print(f"family {fam.name}: {fam.description}")
-  print(f"{'model':16s} {'architecture':16s} {'params':>15s} {'tokens':>10s} {'FLOPs':>10s}")
-  for m in fam.models:
-    fmt = lambda x: "-" if x is None else f"{x:.3g}"
-    print(f"{m.name:16s} {m.architecture:16s} {m.n_params:15,d} {fmt(m.train_tokens):>10s} "
-          f"{fmt(m.compute):>10s}")
+  from invscale_jax.models import build, load_config  # pylint: disable=g-import-not-at-top
+  if entry.checkpoint_format == "t5x":
+    return checkpoints.count_params(entry.checkpoint)
+  return build(load_config(entry.gin)).num_params()
+
+
+def _show(args: argparse.Namespace) -> int:
+  fmt = lambda x: "-" if x is None else f"{x:.3g}"
+  paths = [family_lib.find(m) for m in args.manifest] or family_lib.shipped()
+  for i, path in enumerate(paths):
+    fam = family_lib.resolve_n_params(family_lib.load(path), _count_params)
+    print(("\n" if i else "") + f"family {fam.name} ({path}): {fam.description}")
+    print(f"{'model':16s} {'architecture':16s} {'params':>15s} {'tokens':>10s} {'FLOPs':>10s}")
+    for m in fam.models:
+      print(f"{m.name:16s} {m.architecture:16s} {m.n_params:15,d} {fmt(m.train_tokens):>10s} "
+            f"{fmt(m.compute):>10s}")
+  return 0
+
+
+def _from_hf(args: argparse.Namespace) -> int:
+  """Writes a manifest scoring Hugging Face directories in place (and their tokenizers
+  beside it); written in a temporary directory first, so a failure leaves nothing."""
+  from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
+  out = pathlib.Path(args.out)
+  if out.exists():
+    raise ValueError(f"{out}: exists; choose another --out")
+  names = args.name.split(",") if args.name else [
+      pathlib.Path(d).expanduser().resolve().name for d in args.dirs]
+  if len(names) != len(args.dirs) or len(set(names)) != len(names):
+    raise ValueError(f"--name: need {len(args.dirs)} distinct names, got {names}")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+  try:
+    entries = [hf_dir.manifest_entry(d, tmp, name) for d, name in zip(args.dirs, names)]
+    manifest = {"family": args.family or out.stem,
+                "description": "Hugging Face model directories scored in place (hf_dir); "
+                               "add train_tokens / train_flops.",
+                "models": entries}
+    (tmp / out.name).write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
+    for f in sorted(tmp.iterdir()):
+      os.replace(f, out.parent / f.name)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  print(f"wrote {out} ({len(entries)} models; add train_tokens / train_flops there)")
   return 0
 
 
@@ -58,9 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--format", choices=("legacy", "orbax"), default="legacy",
                  help="checkpoint layout: T5X legacy (msgpack + zarr) or Orbax (T5X's default)")
   p.set_defaults(func=_init_tiny)
-  p = sub.add_parser("show", help="models of a manifest with parameters (counted from "
-                                  "checkpoints when absent), tokens and compute")
-  p.add_argument("manifest")
+  p = sub.add_parser("show", help="models of manifests (paths or shipped family names; "
+                                  "none: every shipped one) with parameters (counted when "
+                                  "absent), tokens and compute")
+  p.add_argument("manifest", nargs="*")
   p.set_defaults(func=_show)
   p = sub.add_parser("from-t5x", help="a manifest of T5X models as they are: model dirs "
                                       "(config.gin + checkpoint_<step>/) or T5X gin files")
@@ -77,11 +120,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--train_flops", help="training FLOPs C: one value, or one per model")
   p.add_argument("--family", default="t5x", help="family name")
   p.set_defaults(func=_from_t5x)
+  p = sub.add_parser("from-hf", help="a manifest scoring Hugging Face model directories "
+                                     "directly (no conversion)")
+  p.add_argument("dirs", nargs="+", metavar="HF_DIR")
+  p.add_argument("--out", required=True, help="manifest path (must not exist)")
+  p.add_argument("--name", help="comma-separated model names (default: the directories' names)")
+  p.add_argument("--family", help="family name (default: the manifest's file name)")
+  p.set_defaults(func=_from_hf)
 
   conv = subparsers.add_parser("convert", help="Hugging Face checkpoints -> T5X checkpoints")
   sub = conv.add_subparsers(dest="convert_command", required=True)
   for name, module, what in (("hf-gpt-neox", "hf_gpt_neox", "GPT-NeoX / Pythia"),
-                             ("hf-t5", "hf_t5", "T5 v1.1 / Flan-T5")):
+                             ("hf-t5", "hf_t5", "T5 v1.1 / Flan-T5"),
+                             ("hf-opt", "hf_opt", "OPT"),
+                             ("hf-llama", "hf_llama", "Llama, Mistral, Qwen2/2.5, SmolLM2"),
+                             ("hf-gpt2", "hf_gpt2", "GPT-2")):
     p = sub.add_parser(name, help=f"{what} (safetensors or PyTorch, with its tokenizer)")
     p.add_argument("--src", required=True, help="Hugging Face model directory")
     p.add_argument("--out", required=True, help="output directory")

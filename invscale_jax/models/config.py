@@ -1,4 +1,5 @@
-"""Model hyperparameters (`ModelConfig`) and reading them from gin files.
+"""Model hyperparameters (`ModelConfig`) and reading them from gin files (or from a
+Hugging Face config.json).
 
 A model gin file binds the fields of `ModelConfig`, composed with `include` as in T5X::
 
@@ -17,6 +18,7 @@ by `t5x_gin`: any other statement marks a file as T5X's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -27,7 +29,31 @@ import numpy as np
 from gin import config_parser
 
 from invscale_jax import family
-from invscale_jax.models import t5x_gin
+from invscale_jax.models import position, t5x_gin
+
+
+# The stacks of models/decoder.py; T5X's own decoder_only and encoder_decoder are in t5.py.
+DECODER_ARCHITECTURES = ("gpt_neox", "opt", "llama", "gpt2")
+# Learned absolute positions: the table's row of position p is p + offset (OPT's 2).
+POSITION_OFFSETS = {"opt": 2, "gpt2": 0}
+# What the fields left at None mean, per architecture (the rest: `_NONE_MEANS`). A value
+# equal to the architecture's is stored as None, so that configs compare and hash (run
+# keys leave out default-valued fields) the same however they were written.
+_ARCHITECTURE_VALUES: dict[str, dict[str, Any]] = {
+    "gpt_neox": dict(rotary_pct=0.25, parallel_residual=True, qkv_bias=True, out_bias=True,
+                     mlp_bias=True),
+    "opt": dict(qkv_bias=True, out_bias=True, mlp_bias=True),
+    "llama": dict(rotary_pct=1.0),
+    "gpt2": dict(qkv_bias=True, out_bias=True, mlp_bias=True),
+}
+_NONE_MEANS = dict(rotary_pct=0.0, parallel_residual=False, qkv_bias=False, out_bias=False,
+                   mlp_bias=False)
+# Fields only the stacks of models/decoder.py read, with the values that mean "not used".
+_DECODER_ONLY_FIELDS = dict(dict.fromkeys(_NONE_MEANS), num_kv_heads=0, rotary_scaling=(),
+                            max_positions=0, embed_proj_dim=0, post_norm=False,
+                            sliding_window=0)
+# Former defaults of every architecture, found in gin files `to_gin` wrote for T5 models.
+_LEGACY_T5_VALUES = dict(rotary_pct=0.25, parallel_residual=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,18 +66,32 @@ class ModelConfig:
   num_heads: int
   head_dim: int
   mlp_dim: int
-  num_layers: int = 0  # decoder_only and gpt_neox
+  num_layers: int = 0  # decoder-only architectures
   num_encoder_layers: int = 0  # encoder_decoder
   num_decoder_layers: int = 0  # encoder_decoder
   # One activation: a plain MLP `wi`; several: gated `wi_0`, `wi_1`, ... multiplied together.
   mlp_activations: tuple[str, ...] = ("gelu", "linear")
-  logits_via_embedding: bool = False  # logits = embedding.attend(y) / sqrt(emb_dim)
-  norm_eps: float = 1e-6  # RMSNorm (T5 architectures) or LayerNorm (gpt_neox) epsilon
+  # logits = embedding.attend(y), divided by sqrt(emb_dim) in the T5 architectures.
+  logits_via_embedding: bool = False
+  norm_eps: float = 1e-6  # RMSNorm (T5 architectures, llama) or LayerNorm epsilon
   relpos_buckets: int = 32  # T5 relative position bias
   relpos_max_distance: int = 128
-  rotary_pct: float = 0.25  # gpt_neox: fraction of each head's dims that are rotated
-  rotary_base: float = 10000.0
-  parallel_residual: bool = True  # gpt_neox: x + attn(ln1(x)) + mlp(ln2(x))
+  # The fields below are read by the stacks of models/decoder.py only. Those that may be
+  # None take the architecture's value then (read them with `value`).
+  num_kv_heads: int = 0  # grouped-query attention: key/value heads; 0 = num_heads
+  rotary_pct: float | None = None  # fraction of each head's dims rotated (gpt_neox, llama)
+  rotary_base: float = 10000.0  # rotary theta
+  # Rotary scaling as Hugging Face's rope_scaling items, e.g. (('factor', 8.0),
+  # ('rope_type', 'linear')); () = none. Types: position.ROTARY_SCALING_TYPES.
+  rotary_scaling: tuple[tuple[str, Any], ...] = ()
+  parallel_residual: bool | None = None  # gpt_neox: x + attn(ln1(x)) + mlp(ln2(x))
+  qkv_bias: bool | None = None  # biases of the query, key and value projections
+  out_bias: bool | None = None  # bias of the attention output projection
+  mlp_bias: bool | None = None
+  max_positions: int = 0  # opt, gpt2: positions of the learned position table
+  embed_proj_dim: int = 0  # opt (350m): token embeddings this wide, projected in and out
+  post_norm: bool = False  # opt (350m): LayerNorm after each residual, no final norm
+  sliding_window: int = 0  # llama (Mistral): attend to the last this many positions; 0 = all
   dtype: str = "bfloat16"  # activations; params are float32, logits float32
   # T5 stacks: one relative position bias per layer (t5x/examples/scalable_t5), not one
   # shared by the layers of a stack (t5x/examples/t5 and decoder_only).
@@ -59,21 +99,50 @@ class ModelConfig:
 
   def __post_init__(self):
     _check_types(self)
-    object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    set_field = functools.partial(object.__setattr__, self)
+    set_field("mlp_activations", tuple(self.mlp_activations))
+    set_field("rotary_scaling", tuple(sorted(tuple(item) for item in self.rotary_scaling)))
     sizes = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim")
     if any(getattr(self, name) <= 0 for name in sizes):
       raise ValueError(f"ModelConfig: {', '.join(sizes)} must be positive")
     if self.architecture not in family.ARCHITECTURES:
       raise ValueError(f"ModelConfig.architecture: {self.architecture!r} is not one of "
                        f"{', '.join(family.ARCHITECTURES)}")
+    if self.architecture not in DECODER_ARCHITECTURES:
+      for name, value in _LEGACY_T5_VALUES.items():
+        if getattr(self, name) == value:
+          set_field(name, None)
+    for name, value in self._architecture_values.items():
+      if getattr(self, name) == value:
+        set_field(name, None)
     encoder_decoder = self.architecture == "encoder_decoder"
     layers = (self.num_encoder_layers, self.num_decoder_layers) if encoder_decoder else (
         self.num_layers,)
     if min(layers) <= 0:
       fields = "num_encoder_layers and num_decoder_layers" if encoder_decoder else "num_layers"
       raise ValueError(f"ModelConfig: {self.architecture} needs positive {fields}")
-    if self.architecture == "gpt_neox" and self.logits_via_embedding:
-      raise ValueError("ModelConfig: gpt_neox has an untied output layer (logits_via_embedding)")
+    if self.architecture not in DECODER_ARCHITECTURES:
+      unused = [name for name, value in _DECODER_ONLY_FIELDS.items()
+                if getattr(self, name) != value]
+      if unused:
+        raise ValueError(f"ModelConfig: {self.architecture} does not use {', '.join(unused)}")
+    if self.num_heads % self.kv_heads:
+      raise ValueError(f"ModelConfig: num_heads {self.num_heads} is not a multiple of "
+                       f"num_kv_heads {self.kv_heads}")
+    if self.rotary_scaling and self.rotary is None:  # building the rotary checks its type
+      raise ValueError("ModelConfig: rotary_scaling without rotary embeddings (rotary_pct 0)")
+    if (self.architecture in POSITION_OFFSETS) != (self.max_positions > 0):
+      raise ValueError("ModelConfig: max_positions (learned positions) must be positive for "
+                       f"{' and '.join(POSITION_OFFSETS)} and 0 otherwise")
+
+  @property
+  def _architecture_values(self) -> dict[str, Any]:
+    return {**_NONE_MEANS, **_ARCHITECTURE_VALUES.get(self.architecture, {})}
+
+  def value(self, name: str) -> Any:
+    """The value of field `name`: the architecture's where the field holds None."""
+    value = getattr(self, name)
+    return self._architecture_values[name] if value is None else value
 
   @property
   def activation_dtype(self) -> np.dtype:
@@ -85,21 +154,39 @@ class ModelConfig:
     return self.num_decoder_layers if self.architecture == "encoder_decoder" else self.num_layers
 
   @property
-  def rotary_dims(self) -> int:
-    """Leading dims of each head rotated by position (GPT-NeoX: int(head_dim * rotary_pct))."""
-    return int(self.head_dim * self.rotary_pct) if self.architecture == "gpt_neox" else 0
+  def kv_heads(self) -> int:
+    """Heads of the keys and values (fewer than num_heads with grouped-query attention)."""
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def rotary(self) -> position.Rotary | None:
+    """The rotary embedding of the leading int(head_dim * rotary_pct) dims, if any."""
+    dims = int(self.head_dim * self.value("rotary_pct"))
+    return position.Rotary(dims, self.rotary_base, self.rotary_scaling) if dims else None
+
+  @property
+  def position_offset(self) -> int | None:
+    """Row of position 0 in the learned position table; None without one."""
+    return POSITION_OFFSETS.get(self.architecture)
 
 
 def _check_types(config: ModelConfig) -> None:
-  """Every field holds a value of its annotated type (ints are not bools or floats)."""
+  """Every field holds a value of its annotated type (ints are not bools or floats; None
+  where the type allows it)."""
   for f in dataclasses.fields(config):
     value = getattr(config, f.name)
-    if f.type == "tuple[str, ...]":
+    kind = f.type.removesuffix(" | None")
+    if value is None and kind != f.type:
+      ok = True
+    elif kind == "tuple[str, ...]":
       ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    elif kind == "tuple[tuple[str, Any], ...]":  # (key, value) items
+      ok = isinstance(value, (tuple, list)) and all(
+          isinstance(v, (tuple, list)) and len(v) == 2 and isinstance(v[0], str) for v in value)
     else:
-      kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
-      ok = isinstance(value, kind) and (f.type == "bool" or not isinstance(value, bool))
-      ok = ok and (f.type != "float" or math.isfinite(value))
+      base = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind]
+      ok = isinstance(value, base) and (kind == "bool" or not isinstance(value, bool))
+      ok = ok and (kind != "float" or math.isfinite(value))
     if not ok:
       raise ValueError(f"ModelConfig.{f.name}: must be of type {f.type}, got {value!r}")
 
@@ -148,10 +235,14 @@ def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
 
 def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> ModelConfig:
   """The `ModelConfig` bound by a model gin file (ours or T5X's), then by extra
-  `bindings` lines."""
-  values: dict[str, Any] = {}
+  `bindings` lines. A Hugging Face model's `config.json` in place of the gin file gives
+  the config its converter derives (convert/hf_dir.py)."""
   path = pathlib.Path(gin_file)
-  if t5x_gin.is_t5x_gin(path):
+  values: dict[str, Any] = {}
+  if path.name == "config.json":
+    from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
+    values.update(dataclasses.asdict(hf_dir.model_config(path.parent)))
+  elif t5x_gin.is_t5x_gin(path):
     values.update(t5x_gin.read(path).fields)
   else:
     _read_bindings(_read_text(path), str(path), values)

@@ -59,18 +59,22 @@ class Dense(nn.Module):
 
 
 class Embed(nn.Module):
-  """Token embedding `embedding [vocab, emb]`; `attend` gives float32 logits against it."""
+  """An embedding table `embedding [rows, features]` (tokens, or learned positions with
+  axes ("abspos_buckets", "embed")); `attend` gives float32 logits against it. Ids out of
+  the table give NaN (jnp.take's fill mode), never another row."""
 
   vocab_size: int
   features: int
   dtype: Any = jnp.float32
+  axes: tuple[str, str] = ("vocab", "embed")
 
   def setup(self):
     self.embedding = param(self, "embedding", nn.initializers.normal(1.0),
-                           (self.vocab_size, self.features), ("vocab", "embed"))
+                           (self.vocab_size, self.features), self.axes)
 
   def __call__(self, ids: Array) -> Array:
-    return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+    return jnp.take(self.embedding, ids, axis=0, mode="fill",
+                    fill_value=jnp.nan).astype(self.dtype)
 
   def attend(self, x: Array) -> Array:
     return jnp.dot(x.astype(jnp.float32), self.embedding.T)
@@ -91,7 +95,7 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-  """Standard LayerNorm with `scale` and `bias` (GPT-NeoX)."""
+  """Standard LayerNorm with `scale` and `bias` (GPT-NeoX, OPT, GPT-2)."""
 
   eps: float = 1e-5
   dtype: Any = jnp.float32
@@ -128,60 +132,70 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, bias: Array
                           scale: float) -> Array:
   """softmax(q.k * scale + bias) over the keys `mask` allows, applied to v.
 
-  q [B, Q, H, D], k and v [B, K, H, D], mask bool [B, 1, Q, K], bias [B, H, Q, K].
+  q [B, Q, H, D], k and v [B, K, G, D] with G dividing H (grouped-query attention: query
+  head h reads key/value head h // (H / G); G = H is plain multi-head attention), mask
+  bool [B, 1, Q, K], bias [B, H, Q, K].
   """
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  (batch, length, heads, dims), groups = q.shape, k.shape[2]
+  q = q.reshape(batch, length, groups, heads // groups, dims)
+  logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
-    logits = logits + bias
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    logits = logits + bias.reshape(batch, groups, heads // groups, *bias.shape[2:])
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+  return jnp.einsum("bgrqk,bkgd->bqgrd", weights, v).reshape(batch, length, heads, dims)
 
 
 class Attention(nn.Module):
-  """Multi-head attention: `query`/`key`/`value` kernels [emb, heads*head_dim], `out`.
+  """Multi-head attention: `query` kernel [emb, heads*head_dim], `key`/`value` kernels
+  [emb, kv_heads*head_dim] (fewer key/value heads: grouped-query attention), `out`.
 
   `kv` projects keys and values, `__call__` attends to them: a caller may cache the
-  projections in between. Rotary embeddings (gpt_neox) are applied to queries and keys
-  at attention time, from the given query and key positions.
+  projections in between. Rotary embeddings (gpt_neox, llama) are applied to queries and
+  keys at attention time, from the given query and key positions.
   """
 
   emb_dim: int
   num_heads: int
   head_dim: int
   dtype: Any = jnp.float32
-  use_bias: bool = False
+  num_kv_heads: int | None = None  # None: num_heads
+  qkv_bias: bool = False
+  out_bias: bool = False
   # False (T5): 1/sqrt(head_dim) is folded into the query initialiser, logits are not scaled.
-  # True (GPT-NeoX): the logits are scaled by 1/sqrt(head_dim) at run time.
+  # True (GPT-NeoX, OPT, Llama, GPT-2): logits are scaled by 1/sqrt(head_dim) at run time.
   runtime_scaling: bool = False
-  rotary_dims: int = 0
-  rotary_base: float = 10000.0
+  rotary: position.Rotary | None = None
 
   def setup(self):
-    dense = functools.partial(Dense, use_bias=self.use_bias, dtype=self.dtype)
-    features = self.num_heads * self.head_dim
+    dense = functools.partial(Dense, use_bias=self.qkv_bias, dtype=self.dtype)
     query_init = default_kernel_init
     if not self.runtime_scaling:
       query_init = lambda *args: default_kernel_init(*args) / self.head_dim**0.5
-    self.query = dense(features, ("embed", "joined_kv"), kernel_init=query_init)
-    self.key = dense(features, ("embed", "joined_kv"))
-    self.value = dense(features, ("embed", "joined_kv"))
-    self.out = dense(self.emb_dim, ("joined_kv", "embed"))
+    self.query = dense(self.num_heads * self.head_dim, ("embed", "joined_kv"),
+                       kernel_init=query_init)
+    self.key = dense(self._kv_heads * self.head_dim, ("embed", "joined_kv"))
+    self.value = dense(self._kv_heads * self.head_dim, ("embed", "joined_kv"))
+    self.out = Dense(self.emb_dim, ("joined_kv", "embed"), use_bias=self.out_bias,
+                     dtype=self.dtype)
+
+  @property
+  def _kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
 
   def _heads(self, x: Array) -> Array:
-    return x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
+    return x.reshape(*x.shape[:-1], -1, self.head_dim)
 
   def kv(self, x: Array) -> KV:
-    """Keys and values [B, L, H, D] of the inputs x [B, L, emb]."""
+    """Keys and values [B, L, kv_heads, D] of the inputs x [B, L, emb]."""
     return self._heads(self.key(x)), self._heads(self.value(x))
 
   def __call__(self, x: Array, kv: KV, mask: Array, bias: Array | None = None,
                positions: Array | None = None, key_positions: Array | None = None) -> Array:
     """Attends from x [B, Q, emb] to kv; positions [B, Q] and [B, K] are for rotary."""
     q, (k, v) = self._heads(self.query(x)), kv
-    if self.rotary_dims:
-      q = position.rotary(q, positions, self.rotary_dims, self.rotary_base)
-      k = position.rotary(k, key_positions, self.rotary_dims, self.rotary_base)
+    if self.rotary is not None:
+      q, k = self.rotary(q, positions), self.rotary(k, key_positions)
     scale = self.head_dim**-0.5 if self.runtime_scaling else 1.0
     y = dot_product_attention(q, k, v, mask, bias, scale)
     return self.out(y.reshape(*y.shape[:2], -1))

@@ -46,7 +46,7 @@ class Cache:
   next_positions: Array  # [B] position of each row's next token
   key_positions: Array  # [B, T] position of the token in each slot
   key_segments: Array  # [B, T] 1 where the slot holds a token, else 0
-  kv: list[layers.KV]  # per decoder layer: keys, values [B, T, H, D]
+  kv: list[layers.KV]  # per decoder layer: keys, values [B, T, kv heads, D]
   cross_kv: list[layers.KV] | None = None  # encoder_decoder: per layer, over the encoder
   encoder_segments: Array | None = None  # [B, Le] 1 for encoder tokens, 0 for padding
 
@@ -142,7 +142,7 @@ class Model:
       raise ValueError(f"cache_length {cache_length} is shorter than the prompts ({length})")
     key_segments = _filled(lengths, cache_length)
     key_positions = jnp.broadcast_to(jnp.arange(cache_length), (rows, cache_length))
-    shape = (rows, cache_length, cfg.num_heads, cfg.head_dim)
+    shape = (rows, cache_length, cfg.kv_heads, cfg.head_dim)
     empty = [(jnp.zeros(shape, cfg.activation_dtype),) * 2 for _ in range(cfg.decoder_layers)]
     cache = Cache(index=jnp.int32(length), next_positions=lengths, key_positions=key_positions,
                   key_segments=key_segments, kv=empty)

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from invscale_jax.models import gpt_neox, layers, t5
-from invscale_jax.models.config import ModelConfig
+from invscale_jax.models import decoder, layers, t5
+from invscale_jax.models.config import DECODER_ARCHITECTURES, ModelConfig
 from invscale_jax.models.masks import attention_mask
 
 Array = jax.Array
@@ -28,12 +28,13 @@ def _causal_inputs(tokens: Array) -> tuple[Array, Array]:
 
 
 class DecoderOnly(nn.Module):
-  """A decoder stack under `decoder/` (T5X decoder_only layout); also used for gpt_neox."""
+  """A decoder stack under `decoder/` (T5X decoder_only layout): T5X's own, or one of
+  models/decoder.py (gpt_neox, opt, llama, gpt2)."""
 
   config: ModelConfig
 
   def setup(self):
-    stack = gpt_neox.Decoder if self.config.architecture == "gpt_neox" else t5.Decoder
+    stack = decoder.Decoder if self.config.architecture in DECODER_ARCHITECTURES else t5.Decoder
     self.decoder = stack(self.config)
 
   def decode(self, *args, **kwargs) -> tuple[Array, list[layers.KV]]:

@@ -1,0 +1,71 @@
+"""A Hugging Face model's tokenizer exactly as transformers applies it: the tokenizer.json
+it encodes with, and its conventions (the token it puts before a text, its EOS).
+
+transformers decides what `tokenizer(text)` adds from tokenizer_config.json (an explicit
+`add_bos_token` rebuilds the post-processor) or else from tokenizer.json's post-processor,
+and some tokenizer classes rebuild the pre-tokenizer from vocab.json + merges.txt (OPT
+ships no tokenizer.json at all). So the tokenizer is loaded with `AutoTokenizer`, its
+backend is saved as tokenizer.json (what `vocab.HfTokenizerVocabulary` encodes with, no
+special tokens added) and the BOS is read off what it adds to a probe text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+# Texts on which the saved tokenizer.json must encode as transformers' tokenizer does.
+_PROBES = ("Hello world", " leading space,  two spaces\nand a new line", "Ünïcödé ✓ 1234.5")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conventions:
+  bos_id: int | None  # put before every text by `tokenizer(text)`; None: nothing
+  eos: str | None  # the end-of-sequence token
+
+
+def has_tokenizer(src_dir: str | os.PathLike) -> bool:
+  """Whether the directory holds tokenizer files transformers can load."""
+  src = pathlib.Path(src_dir)
+  return any((src / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                           "vocab.json"))
+
+
+def _conventions(tokenizer, src_dir: str | os.PathLike) -> Conventions:
+  plain = tokenizer(_PROBES[0], add_special_tokens=False)["input_ids"]
+  full = tokenizer(_PROBES[0])["input_ids"]
+  if full != plain and full[1:] != plain:
+    raise ValueError(f"{src_dir}: the tokenizer turns {_PROBES[0]!r} into {full}, not one "
+                     f"leading token + {plain}: only a leading BOS token is supported")
+  return Conventions(bos_id=None if full == plain else int(full[0]), eos=tokenizer.eos_token)
+
+
+def export(src_dir: str | os.PathLike, path: str | os.PathLike) -> Conventions:
+  """Writes the tokenizer.json transformers encodes `src_dir`'s texts with to `path` and
+  returns the tokenizer's conventions."""
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  tokenizer = transformers.AutoTokenizer.from_pretrained(src_dir)
+  backend = getattr(tokenizer, "backend_tokenizer", None)
+  if backend is None:
+    raise ValueError(f"{src_dir}: transformers gives no `tokenizers` backend for this "
+                     f"tokenizer ({type(tokenizer).__name__}); it cannot be exported")
+  for probe in _PROBES:
+    ours = backend.encode(probe, add_special_tokens=False).ids
+    theirs = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    if ours != theirs:
+      raise ValueError(f"{src_dir}: the tokenizer's backend encodes {probe!r} as {ours}, "
+                       f"transformers as {theirs}; it cannot be exported")
+  backend.save(str(path))
+  return _conventions(tokenizer, src_dir)
+
+
+def vocabulary_spec(path: str, conventions: Conventions) -> dict:
+  """The manifest's vocabulary entry of an exported tokenizer.json at `path`."""
+  from invscale_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top (TensorFlow)
+
+  spec = {"type": "hf_tokenizer", "path": path}
+  if conventions.eos and conventions.eos != vocab_lib.HF_DEFAULT_EOS:
+    spec["eos"] = conventions.eos
+  return spec
