@@ -9,6 +9,7 @@ redone.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import shutil
 import signal
@@ -182,6 +183,8 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
   name, value = flags[0][2:], flags[1]
   if name == "bos":  # recorded resolved, as the token id the model saw (None: no token)
     assert info["bos_id"] is None and info["options"].keys().isdisjoint({"bos"})
+  elif name == "max_length":  # recorded resolved: a model with fewer positions reads less
+    assert str(info["max_length"]) == value
   else:
     assert str(info["options"][name]) == value
   got = read_results(out, [new_dir])
@@ -189,6 +192,22 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
   assert got.keys() == expected.keys()
   diff = max(abs(got[k].logprob - expected[k].logprob) for k in got)
   assert (diff > 1e-3) == changes_numbers, diff
+
+
+def test_max_length_is_capped_at_a_models_learned_positions(small_data_dir, tmp_path) -> None:
+  """GPT-2 reads 1,024 positions: its runs are planned (and keyed) with that max length."""
+  (tmp_path / "ckpt").mkdir()
+  (tmp_path / "ckpt" / "weights").write_bytes(b"planning hashes, never reads, weights")
+  manifest = tmp_path / "gpt2.json"
+  manifest.write_text(json.dumps({"family": "gpt2", "models": [
+      {"name": "gpt2", "architecture": "gpt2", "gin": "models/gpt2/124m.gin",
+       "checkpoint": "ckpt", "vocabulary": {"type": "byte"}}]}))
+  runs = plan.plan(family_lib.load(manifest), None, ["neqa"], ["zero_shot"], small_data_dir,
+                   plan.ScoringOptions(max_length=2048))
+  assert [r.max_length for r in runs] == [1024] and runs[0].info["max_length"] == 1024
+  short = plan.plan(family_lib.load(manifest), None, ["neqa"], ["zero_shot"], small_data_dir,
+                    plan.ScoringOptions(max_length=512))
+  assert short[0].max_length == 512 and short[0].key != runs[0].key
 
 
 def test_limit_scores_the_first_examples_as_their_own_run(

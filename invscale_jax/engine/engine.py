@@ -83,7 +83,7 @@ class Engine:
                                             progress)
     out = generation_records(run, requests, generations)
     if plan_lib.scores_after_generating(o):
-      rescored = chain_of_thought.scoring_requests(requests, generations, vocabulary, o.max_length,
+      rescored = chain_of_thought.scoring_requests(requests, generations, vocabulary, run.max_length,
                                                    run.bos_id)
       out += score_records(run, rescored, self.scorer.score(rescored, progress), o.token_logprobs)
     return out

@@ -100,7 +100,8 @@ class ScoringOptions:
   def key_parts(self, variant: variants_lib.Variant) -> dict:
     """The options that determine a run's numbers (CoT options only for CoT variants)."""
     d = dataclasses.asdict(self)
-    drop = ["bos", "chunk_size", "tokens_per_batch", "pack", "model_parallel"]  # bos: per model
+    # bos and max_length are resolved per model (Run.bos_id, Run.max_length).
+    drop = ["bos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel"]
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
     if self.generate:
@@ -116,6 +117,7 @@ class Run:
   key: str
   info: dict
   bos_id: int | None
+  max_length: int  # ScoringOptions.max_length, or less for a model with fewer positions
 
   def dir(self, out: str) -> str:
     return results.run_dir(out, self.key)
@@ -138,20 +140,23 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   data_hash = {s.name: datadir.sha256_of(datadir.task_path(data_dir, s)) for s in specs}
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
-    network = runkey.network_identity(load_config(entry.gin))
+    config = load_config(entry.gin)
+    network = runkey.network_identity(config)
+    # Learned position tables (OPT, GPT-2) bound the sequence a model can read.
+    max_length = min(options.max_length, config.max_positions or options.max_length)
     vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
     bos_id = options.bos_id(entry)
     for spec in specs:
       for variant in parsed:
         parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
-                 "vocabulary": vocabulary, "bos_id": bos_id,
+                 "vocabulary": vocabulary, "bos_id": bos_id, "max_length": max_length,
                  "task": spec.name, "data_sha256": data_hash[spec.name],
                  "variant": variant.name, "options": options.key_parts(variant)}
         key = runkey.run_key(parts)
         info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                     family=family.name, model=entry.to_dict())
-        runs.append(Run(entry, spec, variant, key, info, bos_id))
+        runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
   return runs
 
 
@@ -197,9 +202,9 @@ def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions
   first `limit` examples; few-shot demonstrations are still drawn from all of them)."""
   from invscale_jax.engine import loading, requests  # pylint: disable=g-import-not-at-top
   o = options
-  task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, o.max_length,
+  task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, run.max_length,
                             o.generation_length if generates(o, run) else 0, data_dir)
-  built = requests.from_task(task, vocabulary, o.tokenization, o.max_length, run.bos_id)
+  built = requests.from_task(task, vocabulary, o.tokenization, run.max_length, run.bos_id)
   return built[:o.limit] if o.limit else built
 
 

@@ -105,5 +105,5 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
             console.warn(f"{entry.name} {p.run.task.name}.{p.run.variant.name}: "
                          f"{p.info['n_truncated']} "
                          f"prompts truncated, {p.info['n_demos_dropped']} demonstrations "
-                         f"dropped to fit max_length={options.max_length}")
+                         f"dropped to fit max_length={p.run.max_length}")
   return runs
