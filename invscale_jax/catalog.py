@@ -26,6 +26,8 @@ class TaskSpec:
   round: int  # prize round that released it
   reported_rows: int | None  # row count reported for the release (None: not reported)
   demos_in_prompt: bool = False  # prompt already holds demonstrations
+  # The released file changed after the prize's own evaluation of the task.
+  changed_after_evaluation: bool = False
 
   @property
   def seqio_name(self) -> str:
@@ -40,7 +42,8 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("into-the-unknown", CLASSIFICATION, "into-the-unknown_classification.jsonl",
              "74b5e1aca9e4aeedd2b6ce1686d0e5ee9cd380509d65bca37cad1ebebaecf51d", 1012764, 2, 1824),
     TaskSpec("memo-trap", CLASSIFICATION, "memo-trap_classification.jsonl",
-             "f09aac90bf841f2eb899d23beed8c8ccad2e1d3ab4f0fd3f1ff403fd5c7e11f2", 165763, 2, 936),
+             "f09aac90bf841f2eb899d23beed8c8ccad2e1d3ab4f0fd3f1ff403fd5c7e11f2", 165763, 2, 936,
+             changed_after_evaluation=True),
     TaskSpec("modus-tollens", CLASSIFICATION, "modus-tollens_classification.jsonl",
              "fdf82374d7e401902f25303428678d3b540031ec81c7a7078cb3d7f346314a7d", 426022, 2, 1236),
     TaskSpec("neqa", CLASSIFICATION, "neqa_classification.jsonl",
@@ -56,7 +59,8 @@ TASKS: tuple[TaskSpec, ...] = (
              "c2496c285bfef9e8da82dd28026aeb35f834da1c20ea410540c82698526428f3", 740039, 2, 1000,
              demos_in_prompt=True),
     TaskSpec("resisting-correction", CLASSIFICATION, "resisting-correction_classification.jsonl",
-             "0c2720f095a4272e6b1462fe774704c57db0f124c4b68f35747d76e79e5352f6", 3572356, 1, 7344),
+             "0c2720f095a4272e6b1462fe774704c57db0f124c4b68f35747d76e79e5352f6", 3572356, 1, 7344,
+             changed_after_evaluation=True),
     TaskSpec("sig-figs", CLASSIFICATION, "sig-figs_classification.jsonl",
              "19ca4afdd2b5d0fb2608097cf747b5a4105038ea2183750796c8bf57f23e7448", 15047173, 2, 20897),
 )

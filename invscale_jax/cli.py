@@ -2,7 +2,8 @@
 
 Each stage module exposes `register(subparsers)`, which adds its subcommands and sets
 `func` on them; `main` only dispatches. Errors meant for users are raised as `UserError`
-and printed as one line with a non-zero exit.
+(or `ValueError`) and printed as one line with a non-zero exit, as are the operating
+system's (`OSError`: a read-only or full disk, a file where a directory should be).
 """
 
 from __future__ import annotations
@@ -32,15 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _message(e: Exception) -> str:
+  """The line printed for an error: an OSError names its file(s) and the reason."""
+  if isinstance(e, KeyError) and e.args:
+    return str(e.args[0])
+  if isinstance(e, OSError) and e.strerror and e.filename is not None:
+    other = "" if e.filename2 is None else f" -> {e.filename2}"
+    return f"{e.filename}{other}: {e.strerror}"
+  # One line: gin appends "In call to configurable ..." lines to errors raised in its calls.
+  return str(e).partition("\n")[0] or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return int(args.func(args) or 0)
-  except (UserError, ValueError, FileNotFoundError, KeyError) as e:
-    message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
-    # One line: gin appends "In call to configurable ..." lines to errors raised in its calls.
-    print(f"invscale: error: {message.splitlines()[0] if message else type(e).__name__}",
-          file=sys.stderr)
+  except (UserError, ValueError, OSError, KeyError) as e:
+    print(f"invscale: error: {_message(e)}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("invscale: interrupted; re-run the same command to resume", file=sys.stderr)

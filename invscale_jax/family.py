@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 from typing import Any, Callable
@@ -96,11 +97,21 @@ def _resolve_gin(base: pathlib.Path, p: str) -> str:
 
 
 def _number(where: str, value: Any, field: str, integer: bool = False) -> Any:
+  """A finite positive number (an integer if `integer`), or None."""
   if value is None:
     return None
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-    raise ManifestError(f"{where}: {field}: must be a positive number, got {value!r}")
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or (isinstance(value, float) and not math.isfinite(value)) or value <= 0):
+    raise ManifestError(f"{where}: {field}: must be a finite positive number, got {value!r}")
+  if integer and isinstance(value, float) and not value.is_integer():
+    raise ManifestError(f"{where}: {field}: must be an integer, got {value!r}")
   return int(value) if integer else float(value)
+
+
+def _string(where: str, value: Any, field: str) -> str:
+  if not isinstance(value, str) or not value:
+    raise ManifestError(f"{where}: {field}: must be a non-empty string, got {value!r}")
+  return value
 
 
 def _bos_id(where: str, m: dict[str, Any]) -> int | None:
@@ -122,6 +133,10 @@ def load(path: os.PathLike | str) -> Family:
     raise ManifestError(f"{path}: manifest not found") from None
   except json.JSONDecodeError as e:
     raise ManifestError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+  except UnicodeDecodeError as e:
+    raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  except RecursionError:
+    raise ManifestError(f"{path}: invalid JSON: nested too deeply") from None
   if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not data["models"]:
     raise ManifestError(f"{path}: models: must be a non-empty list")
   base = path.resolve().parent
@@ -133,27 +148,32 @@ def load(path: os.PathLike | str) -> Family:
     for key in ("name", "architecture", "gin", "checkpoint", "vocabulary"):
       if key not in m:
         raise ManifestError(f"{where}: {key}: missing")
-    if m["name"] in seen:
-      raise ManifestError(f"{where}: name: duplicate model name {m['name']!r}")
-    seen.add(m["name"])
+    name, gin, checkpoint = (_string(where, m[k], k) for k in ("name", "gin", "checkpoint"))
+    if name in seen:
+      raise ManifestError(f"{where}: name: duplicate model name {name!r}")
+    seen.add(name)
     if m["architecture"] not in ARCHITECTURES:
       raise ManifestError(f"{where}: architecture: {m['architecture']!r} is not one of "
                           f"{', '.join(ARCHITECTURES)}")
-    vocab = dict(m["vocabulary"]) if isinstance(m["vocabulary"], dict) else {}
+    if not isinstance(m["vocabulary"], dict):
+      raise ManifestError(f"{where}: vocabulary: must be an object, got {m['vocabulary']!r}")
+    vocab = dict(m["vocabulary"])
     if vocab.get("type") not in VOCABULARY_TYPES:
       raise ManifestError(f"{where}: vocabulary.type: must be one of {', '.join(VOCABULARY_TYPES)}")
     if vocab["type"] != "byte":
       if "path" not in vocab:
         raise ManifestError(f"{where}: vocabulary.path: missing for type {vocab['type']!r}")
-      vocab["path"] = _resolve(base, vocab["path"])
+      vocab["path"] = _resolve(base, _string(where, vocab["path"], "vocabulary.path"))
+      vocab["source"] = f"{path}: model {name}"  # named by errors about the file
     models.append(ModelEntry(
-        name=str(m["name"]), architecture=m["architecture"], gin=_resolve_gin(base, m["gin"]),
-        checkpoint=_resolve(base, m["checkpoint"]), vocabulary=vocab,
+        name=name, architecture=m["architecture"], gin=_resolve_gin(base, gin),
+        checkpoint=_resolve(base, checkpoint), vocabulary=vocab,
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
         bos_id=_bos_id(where, m)))
-  return Family(name=str(data.get("family", path.stem)), models=tuple(models), path=str(path),
+  return Family(name=_string(str(path), data.get("family", path.stem), "family"),
+                models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
 
 

@@ -180,6 +180,16 @@ def read_text(path: str | os.PathLike) -> str:
     raise StorageError(absolute(path), f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
+def generation(path: str | os.PathLike) -> bytes:
+  """The file's generation: it changes whenever the file is written (nothing is read)."""
+  path = absolute(path)
+  store, key = _locate(path)
+  result = _run(path, "read", store.read(key, byte_range=slice(0, 0)))
+  if result.state != "value":
+    raise FileNotFoundError(f"{path}: not found")
+  return result.stamp.generation
+
+
 def is_file(path: str | os.PathLike) -> bool:
   path = absolute(path)
   if not is_url(path):

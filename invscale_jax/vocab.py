@@ -87,20 +87,37 @@ def _build(kind: str, path: str | None) -> seqio.Vocabulary:
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")
 
 
+def _file(spec: dict[str, Any]) -> tuple[str, str]:
+  """(path, what to call it in errors) of a file-based vocabulary; missing -> FileNotFoundError.
+  The spec's optional `source` (set by `family.load`: manifest and model) starts the name."""
+  path = spec.get("path")
+  where = f"{spec['source']}: " if spec.get("source") else ""
+  what = f"{where}vocabulary.path: {path}"
+  if not (path and os.path.isfile(path)):
+    raise FileNotFoundError(f"{what}: no such {spec.get('type')} file")
+  return path, what
+
+
 def from_spec(spec: dict[str, Any]) -> seqio.Vocabulary:
   """Builds (once per spec) the vocabulary a manifest entry describes."""
   kind = spec.get("type")
-  path = spec.get("path")
-  if kind != "byte" and not (path and os.path.isfile(path)):
-    raise FileNotFoundError(f"vocabulary.path: {path!r} not found for {kind} vocabulary")
-  return _build(kind, path)
+  if kind not in ("sentencepiece", "hf_tokenizer"):
+    return _build(kind, None)  # bytes, or an error naming the unknown type
+  path, what = _file(spec)
+  try:
+    vocabulary = _build(kind, path)
+    vocabulary.vocab_size  # pylint: disable=pointless-statement  (reads the file now)
+  except Exception as e:  # pylint: disable=broad-except  (tokenizers raise bare Exception)
+    reason = str(e).partition("\n")[0] or type(e).__name__
+    raise ValueError(f"{what}: not a valid {kind} file ({reason})") from None
+  return vocabulary
 
 
 def spec_id(spec: dict[str, Any]) -> str:
   """A stable identity of a vocabulary for run keys: its type and its file's sha256."""
   if spec.get("type") == "byte":
     return "byte"
-  return f"{spec['type']}:{datadir.sha256_of(spec['path'])}"
+  return f"{spec['type']}:{datadir.sha256_of(_file(spec)[0])}"
 
 
 ENV_VAR = "INVSCALE_VOCABULARY"

@@ -33,7 +33,8 @@ def _by_example(targets: Sequence[Target], scores: Sequence[float]) -> tuple[np.
 
 
 def accuracy(targets: Sequence[Target], scores: Sequence[float]) -> dict[str, float]:
-  """Share of examples whose highest-scoring class is the answer (a k-way tie: 1/k)."""
+  """Share of examples whose highest-scoring class is the answer (a tie goes to the lowest
+  class index, as the prize's `np.argmax`: the report's default rule)."""
   return {"accuracy": float(np.mean(report_metrics.accuracy(*_by_example(targets, scores))))}
 
 

@@ -9,6 +9,23 @@ from typing import Callable, Iterator
 
 import pytest
 
+# ---------------------------------------------------------------------------- environment
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
+  """invscale's cache (content hashes, copies of remote files) in a temporary directory,
+  for this process and the commands it starts."""
+  path = tmp_path_factory.mktemp("invscale_cache")
+  old = os.environ.get("INVSCALE_CACHE_DIR")
+  os.environ["INVSCALE_CACHE_DIR"] = str(path)
+  yield path
+  if old is None:
+    del os.environ["INVSCALE_CACHE_DIR"]
+  else:
+    os.environ["INVSCALE_CACHE_DIR"] = old
+
+
 # ---------------------------------------------------------------------------- task data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -373,7 +390,8 @@ class ScoreCli:
     return [sys.executable, "-m", "invscale_jax.cli", *self.argv(out, *args)]
 
   def env(self, devices: int = 1, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVSCALE_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("INVSCALE_") or k == "INVSCALE_CACHE_DIR"}
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_COMPILATION_CACHE_DIR=str(self.cache_dir),

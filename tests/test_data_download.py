@@ -6,9 +6,12 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import os
 import pathlib
+import re
 import shutil
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -20,14 +23,23 @@ from invscale_jax.data import datadir, download
 TASKS = ("memo-trap", "neqa")
 
 
+OVERSIZE = 64 << 20  # what the /oversize/ mirror serves for every file
+DRIP_INTERVAL, DRIP_FOR = 0.2, 8.0  # /drip/: one byte every 0.2 s, hanging up after 8 s
+
+
 class MirrorHandler(http.server.SimpleHTTPRequestHandler):
   """Serves the mirror directory. Under /truncated/ it promises a whole file
   (Content-Length), sends half and hangs up; under /truncated-chunked/ it does the same
-  with a chunked body. Every request path is recorded on the server."""
+  with a chunked body; under /oversize/ it sends OVERSIZE bytes whatever the file; under
+  /drip/ it promises the file and sends one byte every DRIP_INTERVAL s. Every request path
+  is recorded on the server, and the bytes /oversize/ managed to send once it is done."""
 
   def do_GET(self) -> None:  # pylint: disable=invalid-name
     self.server.requests.append(self.path)  # type: ignore[attr-defined]
     mode = self.path.split("/")[1]
+    if mode in ("oversize", "drip"):
+      getattr(self, f"_{mode}")()
+      return
     if mode not in ("truncated", "truncated-chunked"):
       super().do_GET()
       return
@@ -47,6 +59,37 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
     self.wfile.flush()
     self.close_connection = True
 
+  def _oversize(self) -> None:
+    self.send_response(200)
+    self.send_header("Content-Length", str(OVERSIZE))
+    self.end_headers()
+    sent, block = 0, b"x" * (64 << 10)
+    try:
+      while sent < OVERSIZE:
+        self.wfile.write(block)
+        sent += len(block)
+    except OSError:  # the client hung up
+      pass
+    self.server.sent[self.path] = sent  # type: ignore[attr-defined]
+    self.close_connection = True
+
+  def _drip(self) -> None:
+    body = (pathlib.Path(self.directory) / "good" / self.path.rsplit("/", 1)[-1]).read_bytes()
+    self.send_response(200)
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    stop = time.monotonic() + DRIP_FOR
+    try:
+      for byte in body:
+        if time.monotonic() > stop:
+          break
+        self.wfile.write(bytes([byte]))
+        self.wfile.flush()
+        time.sleep(DRIP_INTERVAL)
+    except OSError:
+      pass
+    self.close_connection = True
+
   def log_message(self, *args: object) -> None:
     del args
 
@@ -56,6 +99,7 @@ class Mirror:
   url: str  # base URL of the server
   root: pathlib.Path  # the directory it serves
   requests: list[str]  # paths requested so far
+  sent: dict[str, int]  # /oversize/ path -> bytes sent before the client hung up
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +117,13 @@ def mirror(tmp_path_factory: pytest.TempPathFactory, shared_data: pathlib.Path) 
   server = http.server.ThreadingHTTPServer(
       ("127.0.0.1", 0), functools.partial(MirrorHandler, directory=str(root)))
   server.requests = []  # type: ignore[attr-defined]
+  server.sent = {}  # type: ignore[attr-defined]
   thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                             daemon=True)
   thread.start()
   try:
     yield Mirror(f"http://127.0.0.1:{server.server_address[1]}", root,
-                 server.requests)  # type: ignore[attr-defined]
+                 server.requests, server.sent)  # type: ignore[attr-defined]
   finally:
     server.shutdown()
     server.server_close()
@@ -182,3 +227,63 @@ def test_unknown_task_is_a_user_error(run_cli: RunCli, tmp_path: pathlib.Path) -
   assert result.code == 2
   assert result.err.startswith("invscale: error: unknown task 'memo-trick'")
   assert list(tmp_path.iterdir()) == []
+
+
+def test_oversized_file_is_not_read_past_its_official_size(
+    run_cli: RunCli, mirror: Mirror, tmp_path: pathlib.Path) -> None:
+  """A mirror serving 64 MiB for a smaller file: the client stops at the official size + 1."""
+  data_dir = tmp_path / "data"
+  result = run_cli("data", "download", "--data_dir", data_dir, "--base_url",
+                   f"{mirror.url}/oversize", "--tasks", "neqa")
+  spec = catalog.get("neqa")
+  assert result.code == 1
+  assert result.err == (f"invscale: error: {mirror.url}/oversize/{spec.filename}: not the "
+                        f"official {spec.filename} (larger than its {spec.size} bytes); "
+                        "stopped reading\n")
+  assert list(data_dir.iterdir()) == []
+  path = f"/oversize/{spec.filename}"
+  deadline = time.monotonic() + 10
+  while path not in mirror.sent and time.monotonic() < deadline:  # the server's last write
+    time.sleep(0.05)
+  assert mirror.sent[path] < OVERSIZE // 4  # the client hung up long before the end
+
+
+def test_dripping_mirror_stops_at_the_time_limit(
+    run_cli: RunCli, mirror: Mirror, tmp_path: pathlib.Path) -> None:
+  """One byte every 0.2 s never trips a per-read timeout; the overall limit stops it."""
+  data_dir = tmp_path / "data"
+  start = time.monotonic()
+  result = run_cli("data", "download", "--data_dir", data_dir, "--base_url",
+                   f"{mirror.url}/drip", "--tasks", "neqa", "--time_limit", "1")
+  elapsed = time.monotonic() - start
+  spec = catalog.get("neqa")
+  assert result.code == 1 and elapsed < DRIP_FOR / 2
+  assert re.fullmatch(
+      f"invscale: error: {mirror.url}/drip/{spec.filename}: download failed: not finished "
+      rf"within the time limit of 1 s \(\d+ of {spec.size} bytes\)\n", result.err), result.err
+  assert list(data_dir.iterdir()) == []
+
+
+def test_downloaded_files_respect_the_umask(
+    run_cli: RunCli, mirror: Mirror, tmp_path: pathlib.Path) -> None:
+  old = os.umask(0o022)
+  try:
+    result = run_cli("data", "download", "--data_dir", tmp_path / "data", "--base_url",
+                     f"{mirror.url}/good", "--tasks", "neqa")
+  finally:
+    os.umask(old)
+  assert result.code == 0, result.err
+  assert (tmp_path / "data" / catalog.get("neqa").filename).stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("bad", ["file", "time_limit"])
+def test_bad_data_dir_or_time_limit_is_one_line(
+    bad: str, run_cli: RunCli, tmp_path: pathlib.Path) -> None:
+  data_dir = tmp_path / "data"
+  args = ["--time_limit", "0"] if bad == "time_limit" else []
+  if bad == "file":
+    data_dir.write_text("not a directory\n")
+  result = run_cli("data", "download", "--data_dir", data_dir, "--tasks", "neqa", *args)
+  message = ("the data directory is a file, not a directory" if bad == "file"
+             else "--time_limit must be a positive number of seconds, got 0.0")
+  assert result.code == 2 and result.err.count("\n") == 1 and message in result.err

@@ -33,20 +33,21 @@ ACCURACY = {  # (task, variant) -> true accuracy of each model, smallest first
 }
 
 
-def entry(name):
+def entry(name, n_params=None):
   return {"name": name, "architecture": "decoder_only", "gin": "tiny.gin",
           "checkpoint": f"{name}/checkpoint_0", "vocabulary": {"type": "byte"},
-          "n_params": int(MODELS[name]), "train_tokens": TOKENS, "train_flops": None}
+          "n_params": int(n_params or MODELS[name]), "train_tokens": TOKENS, "train_flops": None}
 
 
 def write_run(results_dir, model, task, variant, recs, complete=True, run_key=None,
-              family="tiny"):
+              family="tiny", n_params=None):
   """Writes a run through the results store, as `invscale score` does. A complete run has
   as many examples as `recs` hold; an incomplete one is a part of N examples."""
   run_key = run_key or f"{model}.{task}.{variant}"
   n_examples = len({r.example_id for r in recs}) if complete else N
   run_dir = results_lib.run_dir(str(results_dir), run_key)
-  info = {"run_key": run_key, "engine_version": "test", "family": family, "model": entry(model),
+  info = {"run_key": run_key, "engine_version": "test", "family": family,
+          "model": entry(model, n_params),
           "task": task, "variant": variant, "data_sha256": "0" * 64, "vocabulary": "byte",
           "options": {}, "n_examples": n_examples, "n_rows": len(recs), "n_records": len(recs),
           "record_kinds": sorted({r.kind for r in recs})}
@@ -258,6 +259,8 @@ def test_chain_of_thought_on_a_parameter_axis(tmp_path):
                              options=analysis.Options(resamples=200))
   summary = (out / "summary.md").read_text()
   assert "x axis: parameters" in summary
+  assert ("- Chain of thought: accuracy parses the generated answer; loss re-scores the "
+          "classes after the generation\n") in summary
   assert "| tiny | memo-trap | cot_1_shot | tiny-1 | 20.0% |" in summary
   assert "| tiny | memo-trap | cot_1_shot | tiny-2 | 40.0% |" in summary
   rows = list(csv.DictReader(open(out / "metrics.csv")))

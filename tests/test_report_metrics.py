@@ -27,7 +27,8 @@ def classification_records():
   return [
       # example 0: s = [-1, -2], answer 0 -> right; class 1 has 4 tokens
       rec(0, 0, 2, 0, -1.0, n_tokens=1, n_bytes=2), rec(0, 1, 2, 0, -2.0, n_tokens=4, n_bytes=8),
-      # example 1: s = [-3, -1, -1], answer 1 -> two-way tie at the top incl. the answer
+      # example 1: s = [-3, -1, -1], answer 1 -> two-way tie at the top incl. the answer:
+      # argmax gives it to class 1 (right), fractional scores 1/2
       rec(1, 0, 3, 1, -3.0), rec(1, 1, 3, 1, -1.0), rec(1, 2, 3, 1, -1.0),
       # example 2: s = [-0.5, -0.1], answer 0 -> wrong
       rec(2, 1, 2, 0, -0.1), rec(2, 0, 2, 0, -0.5),
@@ -37,7 +38,9 @@ def classification_records():
 def test_classification_by_hand():
   em = metrics.example_metrics(classification_records())
   assert em.example_ids.tolist() == [0, 1, 2]
-  np.testing.assert_allclose(em.values["accuracy"], [1.0, 0.5, 0.0])
+  np.testing.assert_allclose(em.values["accuracy"], [1.0, 1.0, 0.0])
+  fractional = metrics.example_metrics(classification_records(), ties="fractional")
+  np.testing.assert_allclose(fractional.values["accuracy"], [1.0, 0.5, 0.0])
   # loss = -log p_norm(correct) = logsumexp(s) - s[answer]
   np.testing.assert_allclose(em.values["loss"], [
       math.log(1 + math.exp(-1)),  # -log(e^-1 / (e^-1 + e^-2))
@@ -61,13 +64,25 @@ def test_length_normalised_extras():
   assert em.values["accuracy_per_token"][0] == 0.0
   assert em.values["loss_per_token"][0] == pytest.approx(math.log(1 + math.exp(0.5)))
   assert em.values["loss_per_byte"][0] == pytest.approx(math.log(1 + math.exp(0.25)))
-  np.testing.assert_allclose(em.values["accuracy"], [1.0, 0.5, 0.0])  # unchanged
+  np.testing.assert_allclose(em.values["accuracy"], [1.0, 1.0, 0.0])  # unchanged
 
 
-def test_ties_do_not_favour_the_first_class():
+def test_tie_rules():
+  """By default a tie goes to the lowest class index, as the prize's np.argmax did;
+  "fractional" does not favour the first class. Both count the tie."""
   recs = [rec(0, 0, 2, 0, -1.0), rec(0, 1, 2, 0, -1.0), rec(1, 0, 2, 1, -1.0),
-          rec(1, 1, 2, 1, -1.0)]
-  np.testing.assert_allclose(metrics.example_metrics(recs).values["accuracy"], [0.5, 0.5])
+          rec(1, 1, 2, 1, -1.0), rec(2, 0, 3, 2, -2.0), rec(2, 1, 3, 2, -1.0),
+          rec(2, 2, 3, 2, -1.0)]
+  argmax = metrics.example_metrics(recs)
+  np.testing.assert_allclose(argmax.values["accuracy"], [1.0, 0.0, 0.0])
+  assert metrics.example_metrics(recs, ties="argmax").values["accuracy"].tolist() == [1, 0, 0]
+  fractional = metrics.example_metrics(recs, ties="fractional", normalise=("token",))
+  np.testing.assert_allclose(fractional.values["accuracy"], [0.5, 0.5, 0.5])
+  np.testing.assert_allclose(fractional.values["accuracy_per_token"], [0.5, 0.5, 0.5])
+  for em in (argmax, fractional):
+    np.testing.assert_allclose(em.values["tie_rate"], [1, 1, 1])
+  with pytest.raises(ValueError, match="ties: 'random' is not one of argmax, fractional"):
+    metrics.example_metrics(recs, ties="random")
 
 
 def test_sequence_loss():

@@ -36,11 +36,12 @@ def test_all_right_and_all_wrong() -> None:
   assert metrics.accuracy(targets, [-0.5, -5.0, -7.0, -0.1]) == {"accuracy": 0.0}
 
 
-def test_a_tie_at_the_top_counts_one_over_k() -> None:
-  """The same rule as the report's accuracy: a k-way tie including the answer scores 1/k."""
+def test_a_tie_at_the_top_goes_to_the_lowest_index() -> None:
+  """The report's default rule, the prize's np.argmax: the first tied class is predicted."""
   tie = [-1.5, -1.5]
-  assert metrics.accuracy([(0, 0, 0), (0, 1, 0)], tie) == {"accuracy": 0.5}
-  assert metrics.accuracy([(0, 0, 1), (0, 1, 1)], tie) == {"accuracy": 0.5}
+  assert metrics.accuracy([(0, 0, 0), (0, 1, 0)], tie) == {"accuracy": 1.0}
+  assert metrics.accuracy([(0, 0, 1), (0, 1, 1)], tie) == {"accuracy": 0.0}
+  assert metrics.accuracy([(0, 1, 1), (0, 0, 1)], tie[::-1]) == {"accuracy": 0.0}
   # Equal scores: the loss is log 2 whichever class is right.
   loss = metrics.classification_loss([(0, 0, 1), (0, 1, 1)], tie)["classification_loss"]
   assert loss == pytest.approx(math.log(2), rel=1e-12)

@@ -51,7 +51,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
   root = datadir.resolve(args.data_dir)
   specs = [catalog.get(t) for t in args.tasks.split(",")] if args.tasks else list(catalog.TASKS)
-  errors = download.download(root, download.base_url(args.base_url), specs)
+  if not args.time_limit > 0:
+    raise ValueError(f"--time_limit must be a positive number of seconds, got {args.time_limit}")
+  errors = download.download(root, download.base_url(args.base_url), specs,
+                             time_limit=args.time_limit)
   for e in errors:
     print(f"invscale: error: {e}", file=sys.stderr)
   return 1 if errors else 0
@@ -88,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--base_url", help=f"mirror carrying the official file names (default: "
                                     f"${download.URL_ENV_VAR} or {download.DEFAULT_BASE_URL})")
   p.add_argument("--tasks", help="comma-separated task names (default: all 11)")
+  p.add_argument("--time_limit", type=float, default=download.TIME_LIMIT,
+                 help="seconds allowed for each file in all (default: %(default)g)")
   p.set_defaults(func=_download)
 
   tasks = subparsers.add_parser("tasks", help="registered SeqIO tasks")

@@ -8,13 +8,12 @@ The data directory is chosen by, in order: the `--data_dir` flag, the gin bindin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 
 import gin
 
-from invscale_jax import catalog
+from invscale_jax import catalog, content_hash
 from invscale_jax.data import loader
 
 ENV_VAR = "INVSCALE_DATA_DIR"
@@ -40,11 +39,8 @@ def resolve(flag: str | None = None) -> pathlib.Path:
 
 
 def sha256_of(path: os.PathLike | str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+  """sha256 of a file's contents, cached while the file is unchanged (`content_hash`)."""
+  return content_hash.file_sha256(path)
 
 
 def task_path(data_dir: os.PathLike | str, spec: catalog.TaskSpec) -> pathlib.Path:

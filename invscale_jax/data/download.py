@@ -1,7 +1,9 @@
 """Fetches the official release files and verifies each against its official sha256.
 
 A file is streamed to a temporary name in the data directory, checked (size and sha256),
-then renamed into place: an interrupted or corrupt download leaves nothing behind.
+then renamed into place: an interrupted or corrupt download leaves nothing behind. No more
+than the official size is read (a mirror serving a larger file is stopped at once), and
+each file has an overall time limit, so a mirror that drips bytes cannot hang the command.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import hashlib
 import http.client
 import os
 import pathlib
-import tempfile
+import secrets
+import time
 import urllib.request
 from typing import Callable, Iterable
 
@@ -21,6 +24,7 @@ URL_ENV_VAR = "INVSCALE_DATA_URL"
 # A public mirror carrying the official file names (git-LFS copies of the release).
 DEFAULT_BASE_URL = ("https://media.githubusercontent.com/media/raybears/cot-transparency/"
                     "main/data/inverse_scaling")
+TIME_LIMIT = 600.0  # seconds per file, all reads together
 
 
 class DownloadError(RuntimeError):
@@ -32,18 +36,29 @@ def base_url(flag: str | None = None) -> str:
 
 
 def fetch(spec: catalog.TaskSpec, data_dir: os.PathLike | str, url: str,
-          timeout: float = 60.0) -> pathlib.Path:
-  """Downloads one task file to `data_dir`, verified, atomically."""
+          timeout: float = 60.0, time_limit: float = TIME_LIMIT) -> pathlib.Path:
+  """Downloads one task file to `data_dir`, verified, atomically. Each read may wait
+  `timeout` seconds, and the whole download stops after `time_limit` seconds."""
   target = datadir.task_path(data_dir, spec)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=target.parent)
+  tmp = target.with_name(f".{spec.filename}.{secrets.token_hex(8)}.part")
+  deadline = time.monotonic() + time_limit
   digest, size = hashlib.sha256(), 0
   try:
-    with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-      for block in iter(lambda: response.read(1 << 20), b""):
+    # Created with mode 0666 less the umask, like any file the user writes.
+    with open(tmp, "xb") as out, urllib.request.urlopen(
+        url, timeout=min(timeout, time_limit)) as response:
+      # read1 returns what has arrived (a plain read waits for the whole amount); one byte
+      # past the official size is enough to know the file is not the official one.
+      while block := response.read1(min(1 << 20, spec.size + 1 - size)):
         out.write(block)
         digest.update(block)
         size += len(block)
+        if size > spec.size:
+          raise DownloadError(f"{url}: not the official {spec.filename} (larger than its "
+                              f"{spec.size} bytes); stopped reading")
+        if time.monotonic() > deadline:
+          raise DownloadError(f"{url}: download failed: not finished within the time limit "
+                              f"of {time_limit:g} s ({size} of {spec.size} bytes)")
     if size != spec.size or digest.hexdigest() != spec.sha256:
       raise DownloadError(f"{url}: not the official {spec.filename} (got {size} bytes, sha256 "
                           f"{digest.hexdigest()[:12]}; official {spec.size} bytes, "
@@ -54,12 +69,18 @@ def fetch(spec: catalog.TaskSpec, data_dir: os.PathLike | str, url: str,
   except (OSError, http.client.HTTPException) as e:
     raise DownloadError(f"{url}: download failed: {e}") from None
   finally:
-    pathlib.Path(tmp).unlink(missing_ok=True)
+    tmp.unlink(missing_ok=True)
 
 
 def download(data_dir: os.PathLike | str, url: str, tasks: Iterable[catalog.TaskSpec],
-             log: Callable[[str], None] = print) -> list[str]:
-  """Fetches every task not already verified in `data_dir`; returns the error lines."""
+             log: Callable[[str], None] = print,
+             time_limit: float = TIME_LIMIT) -> list[str]:
+  """Fetches every task not already verified in `data_dir` (each within `time_limit`
+  seconds); returns the error lines."""
+  root = pathlib.Path(data_dir)
+  if root.exists() and not root.is_dir():
+    raise NotADirectoryError(f"{root}: the data directory is a file, not a directory")
+  root.mkdir(parents=True, exist_ok=True)
   errors = []
   for spec in tasks:
     path = datadir.task_path(data_dir, spec)
@@ -67,7 +88,7 @@ def download(data_dir: os.PathLike | str, url: str, tasks: Iterable[catalog.Task
       log(f"{spec.name}: already verified")
       continue
     try:
-      fetch(spec, data_dir, f"{url}/{spec.filename}")
+      fetch(spec, data_dir, f"{url}/{spec.filename}", time_limit=time_limit)
       log(f"{spec.name}: downloaded and verified ({spec.size} bytes)")
     except DownloadError as e:
       errors.append(str(e))

@@ -67,11 +67,20 @@ def _parse_classes(value: Any) -> list[Any]:
   except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
     try:
       parsed = json.loads(value)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
       raise ValueError(f"not a Python or JSON list literal: {value[:40]!r}") from None
   if not isinstance(parsed, (list, tuple)):
     raise ValueError(f"must hold a list, got {type(parsed).__name__}")
   return list(parsed)
+
+
+def _text_problem(text: str) -> str | None:
+  """Why `text` is not valid Unicode (a lone surrogate, e.g. from a JSON "\\ud800"), or None."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    return f"lone surrogate {text[e.start]!r} at character {e.start} (not valid Unicode)"
+  return None
 
 
 def _optional_int(row: dict[str, Any], key: str, problems: list[tuple[str, str]]) -> int | None:
@@ -96,6 +105,8 @@ def _check_row(row: dict[str, Any], metric: str) -> tuple[dict[str, Any], list[t
     problems.append(("prompt", "missing"))
   elif not isinstance(prompt, str) or not prompt.strip():
     problems.append(("prompt", "must be a non-empty string"))
+  elif reason := _text_problem(prompt):
+    problems.append(("prompt", reason))
   else:
     fields["prompt"] = prompt
   if metric == catalog.SEQUENCE_PROBABILITY:
@@ -104,6 +115,8 @@ def _check_row(row: dict[str, Any], metric: str) -> tuple[dict[str, Any], list[t
       problems.append(("completion", "missing"))
     elif not isinstance(completion, str) or not completion:
       problems.append(("completion", "must be a non-empty string"))
+    elif reason := _text_problem(completion):
+      problems.append(("completion", reason))
     else:
       fields["completion"] = completion
   else:
@@ -118,6 +131,9 @@ def _check_row(row: dict[str, Any], metric: str) -> tuple[dict[str, Any], list[t
     if classes is not None:
       if not all(isinstance(c, str) and c for c in classes):
         problems.append(("classes", "every class must be a non-empty string"))
+        classes = None
+      elif bad := [(i, r) for i, r in enumerate(map(_text_problem, classes)) if r]:
+        problems += [("classes", f"class {i}: {reason}") for i, reason in bad]
         classes = None
       elif len(set(classes)) < 2:
         problems.append(("classes", f"needs at least 2 distinct classes, got {classes!r}"))
@@ -148,6 +164,8 @@ def _jsonl_rows(text: str) -> list[tuple[int, Any, str | None]]:
       rows.append((lineno, json.loads(line), None))
     except json.JSONDecodeError as e:
       rows.append((lineno, None, f"invalid JSON: {e.msg} (column {e.colno})"))
+    except RecursionError:
+      rows.append((lineno, None, "invalid JSON: nested too deeply"))
   return rows
 
 
@@ -200,6 +218,8 @@ def check(path: os.PathLike | str, metric: str | None = None,
     data = path.read_bytes()
   except FileNotFoundError:
     return [], [Problem(where, 0, "file", "not found")]
+  except OSError as e:  # a directory, unreadable, ...
+    return [], [Problem(where, 0, "file", f"cannot read: {e.strerror or e}")]
   try:
     text = data.decode("utf-8").removeprefix("\ufeff")  # drop a byte-order mark (Excel CSVs)
   except UnicodeDecodeError as e:

@@ -14,6 +14,7 @@ model file holds only `include` and `ModelConfig.<field> = <literal>` statements
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 from typing import Any, Sequence
@@ -49,7 +50,11 @@ class ModelConfig:
   dtype: str = "bfloat16"  # activations; params are float32, logits float32
 
   def __post_init__(self):
+    _check_types(self)
     object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    sizes = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim")
+    if any(getattr(self, name) <= 0 for name in sizes):
+      raise ValueError(f"ModelConfig: {', '.join(sizes)} must be positive")
     if self.architecture not in family.ARCHITECTURES:
       raise ValueError(f"ModelConfig.architecture: {self.architecture!r} is not one of "
                        f"{', '.join(family.ARCHITECTURES)}")
@@ -77,6 +82,20 @@ class ModelConfig:
     return int(self.head_dim * self.rotary_pct) if self.architecture == "gpt_neox" else 0
 
 
+def _check_types(config: ModelConfig) -> None:
+  """Every field holds a value of its annotated type (ints are not bools or floats)."""
+  for f in dataclasses.fields(config):
+    value = getattr(config, f.name)
+    if f.type == "tuple[str, ...]":
+      ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    else:
+      kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
+      ok = isinstance(value, kind) and (f.type == "bool" or not isinstance(value, bool))
+      ok = ok and (f.type != "float" or math.isfinite(value))
+    if not ok:
+      raise ValueError(f"ModelConfig.{f.name}: must be of type {f.type}, got {value!r}")
+
+
 class _LiteralsOnly(config_parser.ParserDelegate):
   """Rejects @references and %macros: model gin files hold literal values."""
 
@@ -87,15 +106,29 @@ class _LiteralsOnly(config_parser.ParserDelegate):
     raise ValueError(f"%{macro_name}: model gin files take literal values only")
 
 
+def _read_text(path: pathlib.Path) -> str:
+  try:
+    return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not a gin file (not UTF-8 text at byte {e.start})") from None
+
+
+def _statements(text: str, where: str) -> list[Any]:
+  try:
+    return list(config_parser.ConfigParser(text, _LiteralsOnly()))
+  except SyntaxError as e:  # gin's parse errors
+    raise ValueError(f"{where}:{e.lineno}: not a valid gin file: {e.msg}") from None
+
+
 def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
   """Adds the `ModelConfig` bindings of gin text (and of the files it includes) to values."""
-  for statement in config_parser.ConfigParser(text, _LiteralsOnly()):
+  for statement in _statements(text, where):
     if isinstance(statement, config_parser.IncludeStatement):
       path = family.GIN_DIR / os.path.expanduser(statement.filename)
       if not path.is_file():
         raise FileNotFoundError(f"{where}: include {statement.filename!r}: no such file "
                                 f"(relative includes are looked up in {family.GIN_DIR})")
-      _read_bindings(path.read_text(encoding="utf-8"), str(path), values)
+      _read_bindings(_read_text(path), str(path), values)
     elif (isinstance(statement, config_parser.BindingStatement) and not statement.scope
           and statement.selector == "ModelConfig"):
       values[statement.arg_name] = statement.value
@@ -109,7 +142,7 @@ def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> Mo
   """The `ModelConfig` bound by a model gin file, then by extra `bindings` lines."""
   values: dict[str, Any] = {}
   path = pathlib.Path(gin_file)
-  _read_bindings(path.read_text(encoding="utf-8"), str(path), values)
+  _read_bindings(_read_text(path), str(path), values)
   _read_bindings("\n".join(bindings), "bindings", values)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(values.keys() - fields)
@@ -117,7 +150,7 @@ def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> Mo
     raise ValueError(f"{path}: ModelConfig has no field {', '.join(unknown)}")
   try:
     return ModelConfig(**values)
-  except TypeError as e:  # a required field is not bound
+  except (TypeError, ValueError) as e:  # a required field is not bound, or a bad value
     raise ValueError(f"{path}: {e}") from None
 
 

@@ -35,8 +35,8 @@ def init_tiny(out: os.PathLike | str, seed: int = 0,
   run leaves no half-made family.
   """
   out = pathlib.Path(out)
-  if (out / "manifest.json").exists():
-    raise FileExistsError(f"{out}: a family already exists here (manifest.json)")
+  if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+    raise FileExistsError(f"{out}: exists and is not empty; not writing a family there")
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:

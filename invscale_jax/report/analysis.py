@@ -33,6 +33,7 @@ class Options:
   alpha: float = 0.05
   margin: float = 0.02
   axis: str = "auto"  # "auto", "compute" or "n_params"
+  ties: str = metrics_lib.DEFAULT_TIES  # accuracy's tie rule: "argmax" or "fractional"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,18 @@ class Average:
 
 
 @dataclasses.dataclass(frozen=True)
+class TieCount:
+  """How many examples of a classification run have their top class score tied."""
+
+  family: str
+  model: str
+  task: str
+  variant: str
+  tied: int
+  n_examples: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Analysis:
   options: Options
   axis: str  # COMPUTE or N_PARAMS
@@ -54,6 +67,7 @@ class Analysis:
   externals: tuple[ExternalPoint, ...]  # the ones that can be drawn on this axis
   class_balance: dict[str, coverage.Balance]
   missing: tuple[str, ...]
+  ties: tuple[TieCount, ...]  # per classification run
 
 
 def variant_order(variant: str) -> tuple[int, str]:
@@ -98,7 +112,8 @@ def _scores(runs: Sequence[Run], options: Options):
     if not run.records:
       continue
     try:
-      em = metrics_lib.example_metrics(run.records, options.normalise, strict=run.complete)
+      em = metrics_lib.example_metrics(run.records, options.normalise, strict=run.complete,
+                                       ties=options.ties)
     except ReportError as e:
       raise ReportError(f"{run.path}: {e}") from None
     is_sequence = catalog.get(run.task).metric == catalog.SEQUENCE_PROBABILITY
@@ -161,6 +176,8 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
                                      for n in options.normalise):
     raise ReportError(f"axis must be one of {AXES}; normalise one of "
                       f"{metrics_lib.NORMALISATIONS}")
+  if options.ties not in metrics_lib.TIE_RULES:
+    raise ReportError(f"ties must be one of {metrics_lib.TIE_RULES}")
   axis = choose_axis([r.model for r in runs], externals, options.axis)
   scored = _scores(runs, options)
   groups = collections.defaultdict(list)
@@ -196,7 +213,12 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
               for a in averages for t, why in a.left_out.items()]
   missing += [f"{p.source}: not drawn (no n_params for the parameter axis)"
               for p in externals if p not in drawn]
+  ties = sorted((TieCount(run.family, run.model.name, run.task, run.variant,
+                           int(em.values["tie_rate"].sum()), len(em.example_ids))
+                  for run, em in scored if "tie_rate" in em.values),
+                 key=lambda t: (t.family, task_order(t.task), variant_order(t.variant),
+                                t.model))
   return Analysis(options=options, axis=axis, curves=tuple(curves), shapes=labels,
                   averages=tuple(averages), externals=tuple(drawn),
                   class_balance=coverage.class_balance(_answers(scored)),
-                  missing=tuple(missing))
+                  missing=tuple(missing), ties=tuple(ties))

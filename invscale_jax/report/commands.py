@@ -34,7 +34,7 @@ def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
 def _run(args: argparse.Namespace) -> int:
   options = analysis.Options(metric=args.metric, normalise=tuple(dict.fromkeys(args.normalise)),
                              resamples=args.resamples, seed=args.seed, alpha=args.alpha,
-                             margin=args.margin, axis=args.x)
+                             margin=args.margin, axis=args.x, ties=args.ties)
   out = make_report(args.results, args.out, args.family, args.external, options)
   print(f"report written to {out}")
   return 0
@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                  help="also compute length-normalised metrics (never the default)")
   p.add_argument("--x", default="auto", choices=analysis.AXES,
                  help="x axis: compute if every model has it (auto), or force one")
+  p.add_argument("--ties", default=metrics.DEFAULT_TIES, choices=metrics.TIE_RULES,
+                 help="accuracy when classes tie for the top score: argmax (the lowest "
+                 "index wins, as in the prize's code; default) or fractional (1/k)")
   p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
   p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
   p.add_argument("--alpha", type=float, default=0.05,

@@ -27,8 +27,12 @@ def _clean(value: Any) -> Any:
 
 
 def _csv_value(value: Any) -> str:
+  """Numbers as they are; text that a spreadsheet would run as a formula gets a leading
+  quote (OWASP's rule: text starting with = + - @ tab or CR)."""
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
     return ""
+  if isinstance(value, str):
+    return f"'{value}" if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
   return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -63,5 +67,6 @@ def metrics_json(a: Analysis, inputs: Sequence[str]) -> str:
       "externals": [dataclasses.asdict(p) for p in a.externals],
       "class_balance": {t: dataclasses.asdict(b) for t, b in a.class_balance.items()},
       "missing": list(a.missing),
+      "ties": [dataclasses.asdict(t) for t in a.ties],
   }
   return json.dumps(_clean(data), indent=1, ensure_ascii=False) + "\n"

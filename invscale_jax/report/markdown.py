@@ -1,14 +1,20 @@
-"""`summary.md`: the report's sections as Markdown."""
+"""`summary.md`: the report's sections as Markdown. Titles, table cells and list items
+hold names from user files and are HTML-escaped (Markdown viewers render raw HTML)."""
 
 from __future__ import annotations
 
+import html
 from typing import Sequence
 
 from invscale_jax.report import tables
 
 
+def _text(text: str) -> str:
+  return html.escape(text, quote=False)
+
+
 def _cell(text: str) -> str:
-  return text.replace("|", "\\|").replace("\n", " ")
+  return _text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def table(t: tables.Table) -> str:
@@ -21,15 +27,15 @@ def table(t: tables.Table) -> str:
 def render(title: str, header: Sequence[str], sections: Sequence[tables.Section],
            figure: str | None = None) -> str:
   """The whole summary; `figure` is the relative path of the plot to show, if any."""
-  parts = [f"# {title}", "\n".join(f"- {line}" for line in header)]
+  parts = [f"# {_text(title)}", "\n".join(f"- {_text(line)}" for line in header)]
   if figure:
     parts.append(f"![scaling curves]({figure})")
   for s in sections:
-    parts.append(f"## {s.title}")
+    parts.append(f"## {_text(s.title)}")
     if s.text:
-      parts.append(s.text.strip())
+      parts.append(s.text.strip())  # the report's own Markdown
     if s.table is not None:
       parts.append(table(s.table) if s.table.rows else "_(none)_")
     if s.items:
-      parts.append("\n".join(f"- {item}" for item in s.items))
+      parts.append("\n".join(f"- {_text(item)}" for item in s.items))
   return "\n\n".join(parts) + "\n"

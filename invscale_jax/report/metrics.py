@@ -2,10 +2,12 @@
 
 Classification (CLASS records, one per class of an example): with s_i = log p(class_i |
 prompt) summed over the class tokens,
-  accuracy       1 if argmax_i s_i == answer_index else 0; when k classes tie for the
-                 maximum (exact float equality) and the answer is one of them, 1/k: the
-                 expected score of breaking the tie uniformly at random. (`np.argmax`
-                 would give the tie to the lowest index and so favour answer 0.)
+  accuracy       1 if argmax_i s_i == answer_index else 0. When classes tie for the
+                 maximum (exact float equality), rule "argmax" (the default) gives the tie
+                 to the lowest class index, as `np.argmax` in the prize's code did (so
+                 published numbers reproduce; it favours answer 0); rule "fractional"
+                 scores a k-way tie that includes the answer 1/k, the expected score of
+                 breaking the tie uniformly at random.
   loss           -log softmax(s)[answer] = logsumexp(s) - s[answer]
   total_logprob  logsumexp(s): the log of the probability mass on the classes
 Sequence probability (SEQUENCE records): loss = -log p(completion | prompt), summed over
@@ -30,6 +32,8 @@ from invscale_jax import records as records_lib
 from invscale_jax.report.errors import ReportError
 
 NORMALISATIONS = ("token", "byte")
+TIE_RULES = ("argmax", "fractional")
+DEFAULT_TIES = "argmax"  # the prize's rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +86,13 @@ def logsumexp(scores: np.ndarray) -> np.ndarray:
   return top + np.log(np.exp(scores - top[:, None]).sum(axis=1))
 
 
-def accuracy(scores: np.ndarray, answers: np.ndarray) -> np.ndarray:
-  """Per-example accuracy; a k-way tie at the top that includes the answer scores 1/k."""
+def accuracy(scores: np.ndarray, answers: np.ndarray, ties: str = DEFAULT_TIES) -> np.ndarray:
+  """Per-example accuracy. A tie at the top goes to the lowest class index ("argmax"), or
+  scores 1/k when k classes tie and the answer is one of them ("fractional")."""
+  if ties == "argmax":
+    return (np.argmax(scores, axis=1) == answers).astype(float)
+  if ties != "fractional":
+    raise ValueError(f"ties: {ties!r} is not one of {', '.join(TIE_RULES)}")
   at_top = scores == scores.max(axis=1, keepdims=True)
   return at_top[np.arange(len(answers)), answers] / at_top.sum(axis=1)
 
@@ -141,18 +150,18 @@ def _normalised(cs: ClassScores, norm: str) -> np.ndarray:
   return cs.logprobs / (cs.n_tokens if norm == "token" else cs.n_bytes)
 
 
-def _class_values(cs: ClassScores, normalise: Sequence[str],
-                  with_accuracy: bool) -> dict[str, np.ndarray]:
+def _class_values(cs: ClassScores, normalise: Sequence[str], with_accuracy: bool,
+                  ties: str = DEFAULT_TIES) -> dict[str, np.ndarray]:
   values = {"loss": classification_loss(cs.logprobs, cs.answers),
             "total_logprob": logsumexp(cs.logprobs)}
   if with_accuracy:
-    values["accuracy"] = accuracy(cs.logprobs, cs.answers)
+    values["accuracy"] = accuracy(cs.logprobs, cs.answers, ties)
     values["tie_rate"] = tied(cs.logprobs)
   for norm in normalise:
     scores = _normalised(cs, norm)
     values[f"loss_per_{norm}"] = classification_loss(scores, cs.answers)
     if with_accuracy:
-      values[f"accuracy_per_{norm}"] = accuracy(scores, cs.answers)
+      values[f"accuracy_per_{norm}"] = accuracy(scores, cs.answers, ties)
   return values
 
 
@@ -206,12 +215,12 @@ def _generation_metrics(records, normalise) -> ExampleMetrics:
 
 
 def example_metrics(records: Sequence[records_lib.Record], normalise: Sequence[str] = (),
-                    strict: bool = True) -> ExampleMetrics:
+                    strict: bool = True, ties: str = DEFAULT_TIES) -> ExampleMetrics:
   """Per-example metrics of one run's records (all of one model, task and variant).
 
   `strict`: an example missing some class records raises (a COMPLETE run); otherwise it
   is dropped and counted in `n_dropped` (a run still being written), which may leave
-  no examples at all.
+  no examples at all. `ties`: how accuracy breaks a tie for the top class score.
   """
   kinds = {r.kind for r in records}
   if not records:
@@ -220,7 +229,7 @@ def example_metrics(records: Sequence[records_lib.Record], normalise: Sequence[s
     return _sequence_metrics(records, normalise)
   if kinds == {records_lib.CLASS}:
     cs = class_scores(records, strict)
-    values = _class_values(cs, normalise, with_accuracy=True)
+    values = _class_values(cs, normalise, with_accuracy=True, ties=ties)
     return ExampleMetrics(cs.example_ids, values, _chance(values, cs.n_classes), cs.answers,
                           cs.n_classes, cs.n_dropped)
   if records_lib.GENERATION in kinds and kinds <= {records_lib.GENERATION, records_lib.CLASS}:

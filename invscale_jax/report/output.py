@@ -1,12 +1,23 @@
-"""Writes the report directory atomically: everything goes to a temporary directory beside
-DIR, which is renamed into place only when every file is written."""
+"""Writes the report directory DIR all at once: every file goes to a temporary directory
+beside DIR, which then replaces DIR.
+
+Replacing a directory takes two renames (DIR to `.DIR.old`, the new one to DIR). A kill
+between them leaves the earlier report in `.DIR.old`; the next write into DIR first puts it
+back (or removes it, when DIR is there) and removes the temporary directories killed
+writers left. Writers hold a lock on DIR's parent while they do this, so none ever removes
+another's files.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import pathlib
+import re
+import secrets
 import shutil
-import tempfile
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from invscale_jax.report import export
 from invscale_jax.report import html
@@ -51,26 +62,67 @@ def check_destination(out_dir: str | pathlib.Path) -> pathlib.Path:
   return out
 
 
-def write(files: dict[str, bytes], out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Puts `files` in `out_dir` all at once; an earlier report there is replaced."""
-  out = check_destination(out_dir)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+@contextlib.contextmanager
+def _locked(directory: pathlib.Path) -> Iterator[None]:
+  """An exclusive lock on `directory`, held by this process until the block ends."""
+  fd = os.open(directory, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _old(out: pathlib.Path) -> pathlib.Path:
+  return out.with_name(f".{out.name}.old")
+
+
+def _recover(out: pathlib.Path) -> None:
+  """Undoes or finishes what a killed writer left: `.DIR.old` goes back to DIR when DIR is
+  missing and is removed otherwise; temporary `.DIR.<hex>.tmp` directories are removed."""
+  if _old(out).is_dir():
+    if out.exists():
+      shutil.rmtree(_old(out))
+    else:
+      _old(out).rename(out)
+  pattern = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{16}}\.tmp")
+  for p in out.parent.iterdir():
+    if pattern.fullmatch(p.name) and p.is_dir():
+      shutil.rmtree(p)
+
+
+def _swap(files: dict[str, bytes], out: pathlib.Path) -> None:
+  tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")
+  tmp.mkdir()  # mode 0777 less the umask, like the files written in it
   try:
     for name, data in files.items():
       (tmp / name).write_bytes(data)
     if out.exists():
-      old = tmp.with_suffix(".old")
-      out.rename(old)
+      out.rename(_old(out))
       try:
         tmp.rename(out)
       except BaseException:
-        old.rename(out)
+        _old(out).rename(out)
         raise
-      shutil.rmtree(old)
+      shutil.rmtree(_old(out))
     else:
       tmp.rename(out)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def write(files: dict[str, bytes], out_dir: str | pathlib.Path) -> pathlib.Path:
+  """Puts `files` in `out_dir` all at once; an earlier report there is replaced. A failure
+  of the file system (full, read-only) raises an OSError naming `out_dir`."""
+  out = check_destination(out_dir)
+  try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent):
+      _recover(out)
+      _swap(files, out)
+  except OSError as e:
+    if e.errno is None:
+      raise
+    raise OSError(e.errno, e.strerror, str(out)) from None
   return out

@@ -29,6 +29,11 @@ def _panels(a: Analysis, metric: str) -> list[str]:
   return sorted(tasks, key=lambda t: (t == AVERAGE, task_order(t)))
 
 
+def _plain(text: str) -> str:
+  """`text` shown as is: a `$` in a name does not start matplotlib's mathtext."""
+  return text.replace("$", r"\$")
+
+
 def _x(a: Analysis, p) -> float:
   return p.compute if a.axis == COMPUTE else p.n_params
 
@@ -68,7 +73,7 @@ def figure(a: Analysis, metric: str) -> Figure:
       shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
       if shape is not None:
         who = f"{c.family} " if len(families) > 1 else ""
-        notes.append((f"{who}{c.variant}: {shape.label}", color[c.variant]))
+        notes.append((_plain(f"{who}{c.variant}: {shape.label}"), color[c.variant]))
     for fam in families:
       for v in variants:
         pts = sorted(((_x(a, p), p) for p in a.externals
@@ -87,13 +92,14 @@ def figure(a: Analysis, metric: str) -> Figure:
       ax.text(0.02, 0.03 + 0.08 * i, text, transform=ax.transAxes, fontsize=7, color=col,
               bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
     ax.set_xscale("log")
-    ax.set_title("Average (classification tasks)" if task == AVERAGE else task, fontsize=10)
+    ax.set_title("Average (classification tasks)" if task == AVERAGE else _plain(task),
+                 fontsize=10)
     ax.set_xlabel("training FLOPs" if a.axis == COMPUTE else "parameters", fontsize=8)
     ax.set_ylabel(_ylabel(shown), fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-  handles = [Line2D([], [], color=color[v], label=v) for v in variants]
-  handles += [Line2D([], [], color="black", marker=marker[f], linestyle="", label=f)
+  handles = [Line2D([], [], color=color[v], label=_plain(v)) for v in variants]
+  handles += [Line2D([], [], color="black", marker=marker[f], linestyle="", label=_plain(f))
               for f in families]
   handles.append(Line2D([], [], color="grey", linestyle="--", label="chance"))
   fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8),

@@ -138,6 +138,21 @@ def balance_section(a: Analysis) -> Section:
                    "constant-answer accuracy", "imbalanced"), rows))
 
 
+def ties_section(a: Analysis) -> Section:
+  rule = ("**argmax**: the lowest class index wins, as np.argmax in the prize's code "
+          "(--ties fractional scores a k-way tie that includes the answer 1/k)"
+          if a.options.ties == "argmax" else
+          "**fractional**: a k-way tie that includes the answer scores 1/k (--ties argmax: "
+          "the lowest class index wins, as in the prize's code)")
+  rows = tuple((t.family, t.task, t.variant, t.model, str(t.tied), str(t.n_examples))
+               for t in a.ties if t.tied)
+  return Section("Ties for the top class score",
+                 text=f"Accuracy breaks a tie by {rule}. "
+                 + ("Runs not listed have no ties." if rows else "No run has a tie."),
+                 table=Table(("family", "task", "variant", "model", "tied examples",
+                              "examples"), rows) if rows else None)
+
+
 def average_section(a: Analysis, metric: str) -> Section:
   items = tuple(f"{x.family} {x.variant}: {len(x.tasks)} task(s): {', '.join(x.tasks)}"
                 + (f" (left out: {', '.join(x.left_out)})" if x.left_out else "")
@@ -154,7 +169,7 @@ def sections(a: Analysis) -> list[Section]:
   out = [shape_section(a, a.options.metric), variant_section(a, a.options.metric),
          average_section(a, a.options.metric), steps_section(a, a.options.metric)]
   out += [shape_section(a, m) for m in labelled]
-  out += [unparseable_section(a), balance_section(a),
+  out += [unparseable_section(a), ties_section(a), balance_section(a),
           Section("What is missing", text="" if a.missing else "Nothing: every run is complete.",
                   items=a.missing),
           Section("Method", text=shapes.rule_markdown(a.options.resamples, a.options.alpha,
@@ -164,6 +179,15 @@ def sections(a: Analysis) -> list[Section]:
 
 def header_lines(a: Analysis, inputs: Sequence[str]) -> list[str]:
   axis = "training compute (FLOPs)" if a.axis == "compute" else "parameters"
-  return [f"Inputs: {', '.join(inputs)}",
-          f"x axis: {axis}; intervals: {1 - a.options.alpha:.0%} bootstrap over examples, "
-          f"{a.options.resamples} resamples, seed {a.options.seed}"]
+  lines = [f"Inputs: {', '.join(inputs)}",
+           f"x axis: {axis}; intervals: {1 - a.options.alpha:.0%} bootstrap over examples, "
+           f"{a.options.resamples} resamples, seed {a.options.seed}"]
+  changed = sorted({c.task for c in a.curves if c.task != AVERAGE
+                    and catalog.get(c.task).changed_after_evaluation}, key=task_order)
+  if changed:
+    lines.append(f"Data: the {', '.join(changed)} release changed after the prize's own "
+                 "evaluation; numbers may differ from the prize's published plots")
+  if any(c.metric == "unparseable_rate" for c in a.curves):
+    lines.append("Chain of thought: accuracy parses the generated answer; loss re-scores "
+                 "the classes after the generation")
+  return lines

@@ -1,0 +1,146 @@
+"""The report's files: names from user files shown as text, and the directory replaced so
+that a kill at any point loses nothing for good and leaves nothing behind for good."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from invscale_jax.report import analysis
+from invscale_jax.report import commands
+from conftest import RunCli
+from test_report_end_to_end import class_records, small_results, write_run
+
+OPTIONS = analysis.Options(resamples=200)
+# Names a user controls (manifest family and model names, variant names in run.json).
+FAMILY = r"fam$\undefined{x}$"  # mathtext would fail on it (and draw any other $...$)
+SMALL = '=HYPERLINK("http://example.invalid","click")'  # a spreadsheet formula
+LARGE = "<img src=x onerror=alert(1)>"  # raw HTML
+VARIANT = "@zero$shot"
+
+
+def hostile_results(root: pathlib.Path) -> pathlib.Path:
+  rng = np.random.default_rng(3)
+  for i, (model, n_params) in enumerate(((SMALL, 1e6), (LARGE, 1e7))):
+    write_run(root, model, "memo-trap", VARIANT,
+              class_records(model, "memo-trap", VARIANT, 0.6, rng, n=20), run_key=f"run{i}",
+              family=FAMILY, n_params=n_params)
+  return root
+
+
+def test_names_are_shown_as_text(tmp_path) -> None:
+  out = commands.make_report([str(hostile_results(tmp_path / "results"))],
+                             str(tmp_path / "report"), options=OPTIONS)
+  svg = (out / "curves.svg").read_text()
+  assert FAMILY in svg and "@zero$shot" in svg  # drawn as written, not as mathtext
+
+  summary = (out / "summary.md").read_text()
+  assert "<img" not in summary and "&lt;img src=x onerror=alert(1)&gt;" in summary
+  assert f"| {FAMILY} | memo-trap |" in summary
+
+  rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
+  assert {r["model"] for r in rows} == {"'" + SMALL, LARGE}
+  assert {r["variant"] for r in rows} == {"'" + VARIANT} and {r["family"] for r in rows} == {
+      FAMILY}
+  # Numbers are numbers: a negative value is not quoted.
+  logprob = [r["value"] for r in rows if r["metric"] == "total_logprob"]
+  assert logprob and all(v.startswith("-") and float(v) < 0 for v in logprob)
+
+
+def _leftovers(parent: pathlib.Path) -> list[str]:
+  return sorted(p.name for p in parent.iterdir() if p.name.startswith(".report"))
+
+
+def test_a_kill_between_the_two_renames_is_recovered_on_the_next_run(tmp_path) -> None:
+  """Replacing DIR renames DIR to .DIR.old, then the new .DIR.<hex>.tmp to DIR: here the
+  process died between the two. The earlier report is kept, and the next run puts it back
+  before replacing it, leaving nothing else."""
+  results = small_results(tmp_path / "results")
+  out = tmp_path / "report"
+  commands.make_report([str(results)], str(out), options=OPTIONS)
+  before = (out / "metrics.json").read_bytes()
+  new = tmp_path / ".report.0123456789abcdef.tmp"
+  new.mkdir()
+  (new / "metrics.json").write_text("{}")  # a new report, written whole or not
+  out.rename(tmp_path / ".report.old")
+  assert (tmp_path / ".report.old" / "metrics.json").read_bytes() == before  # not lost
+
+  commands.make_report([str(results)], str(out), options=OPTIONS)
+  assert (out / "metrics.json").read_bytes() == before  # same inputs, same report
+  assert _leftovers(tmp_path) == []
+
+
+def test_a_kill_after_the_swap_or_while_writing_is_cleaned_on_the_next_run(tmp_path) -> None:
+  results = small_results(tmp_path / "results")
+  out = tmp_path / "report"
+  commands.make_report([str(results)], str(out), options=OPTIONS)
+  (tmp_path / ".report.old").mkdir()  # killed after the second rename
+  (tmp_path / ".report.old" / "summary.md").write_text("earlier")
+  (tmp_path / ".report.fedcba9876543210.tmp").mkdir()  # killed while writing
+  (tmp_path / ".report.notes.tmp").mkdir()  # not a name the report uses: kept
+  commands.make_report([str(results)], str(out), options=OPTIONS)
+  assert _leftovers(tmp_path) == [".report.notes.tmp"]
+  assert sorted(p.name for p in out.iterdir()) == sorted(
+      ["metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html", "summary.md"])
+
+
+def test_report_respects_the_umask(tmp_path) -> None:
+  results = small_results(tmp_path / "results")
+  old = os.umask(0o022)
+  try:
+    out = commands.make_report([str(results)], str(tmp_path / "report"), options=OPTIONS)
+  finally:
+    os.umask(old)
+  assert out.stat().st_mode & 0o777 == 0o755
+  assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}
+
+
+TIED = (0, 2, 4, 6, 8, 1)  # examples whose classes tiny-2 scores equally: answers 0,0,0,0,0,1
+
+
+def tied_results(root: pathlib.Path) -> pathlib.Path:
+  """tiny-1 and tiny-2 on 20 memo-trap examples (answer_index = example_id % 2); tiny-2
+  scores both classes of the TIED examples equally."""
+  rng = np.random.default_rng(4)
+  for model in ("tiny-1", "tiny-2"):
+    recs = class_records(model, "memo-trap", "zero_shot", 0.5, rng, n=20)
+    if model == "tiny-2":
+      recs = [dataclasses.replace(r, logprob=-1.0) if r.example_id in TIED else r
+              for r in recs]
+    write_run(root, model, "memo-trap", "zero_shot", recs)
+  return root
+
+
+def test_ties_follow_the_chosen_rule_and_are_counted(tmp_path, run_cli: RunCli) -> None:
+  results = tied_results(tmp_path / "results")
+  accuracy, summaries = {}, {}
+  for rule in ("default", "argmax", "fractional"):
+    out = tmp_path / rule
+    result = run_cli("report", results, "--out", out, "--resamples", "200",
+                     *(() if rule == "default" else ("--ties", rule)))
+    assert result.code == 0, result.err
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["settings"]["ties"] == ("argmax" if rule == "default" else rule)
+    assert data["ties"] == [
+        {"family": "tiny", "model": m, "task": "memo-trap", "variant": "zero_shot",
+         "tied": tied, "n_examples": 20} for m, tied in (("tiny-1", 0), ("tiny-2", 6))]
+    accuracy[rule] = {p["model"]: p["value"] for c in data["curves"]
+                      if (c["task"], c["metric"]) == ("memo-trap", "accuracy")
+                      for p in c["points"]}
+    summaries[rule] = (out / "summary.md").read_text()
+  assert accuracy["default"] == accuracy["argmax"]  # the prize's rule by default
+  assert accuracy["argmax"]["tiny-1"] == accuracy["fractional"]["tiny-1"]  # no ties
+  # On the tied examples argmax predicts class 0: right on 5 of 6; fractional: 6 x 1/2.
+  assert accuracy["argmax"]["tiny-2"] - accuracy["fractional"]["tiny-2"] == pytest.approx(
+      (5 - 3) / 20)
+  assert "| tiny | memo-trap | zero_shot | tiny-2 | 6 | 20 |" in summaries["argmax"]
+  assert "Accuracy breaks a tie by **argmax**" in summaries["argmax"]
+  assert "Accuracy breaks a tie by **fractional**" in summaries["fractional"]
+  assert ("- Data: the memo-trap release changed after the prize's own evaluation; numbers "
+          "may differ from the prize's published plots\n") in summaries["argmax"]
