@@ -19,13 +19,15 @@ naming the URL; a write into a missing bucket fails and says so. A listing that 
 refuses (403, or 404 for a missing bucket) comes back from tensorstore as an empty list,
 so an empty listing of a URL is checked with a read, which does report a refusal.
 
-Errors are one line naming the path or URL: `StorageError` (a ValueError), or
-`FileNotFoundError` for a missing file.
+Errors are one line naming the path or URL: `StorageError` (a ValueError),
+`FileNotFoundError` for a missing file, or `IsADirectoryError` for a local directory read
+as a file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import os
@@ -52,6 +54,7 @@ class StorageError(ValueError):
   def __init__(self, path: str, detail: str):
     super().__init__(" ".join(f"{path}: {detail}".split()))
     self.path = path
+    self.detail = " ".join(detail.split())
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -158,7 +161,7 @@ def read_stamped(path: str | os.PathLike) -> Stamp:
   path = absolute(path)
   store, key = _locate(path)
   if not is_url(path) and os.path.isdir(path):
-    raise StorageError(path, "is a directory, not a file")
+    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
   result = _run(path, "read", store.read(key))
   return Stamp(result.value if result.state == "value" else None, result.stamp.generation)
 

@@ -18,6 +18,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from invscale_jax import storage
 from invscale_jax.data import datadir
 
 
@@ -78,12 +79,14 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
 @functools.lru_cache(maxsize=None)
 def _build(kind: str, path: str | None) -> seqio.Vocabulary:
+  """The vocabulary of a file (a gs:// one is copied to the cache first: SentencePiece and
+  tokenizers only open local files)."""
   if kind == "byte":
     return seqio.ByteVocabulary()
   if kind == "sentencepiece":
-    return seqio.SentencePieceVocabulary(path)
+    return seqio.SentencePieceVocabulary(storage.local_copy(path))
   if kind == "hf_tokenizer":
-    return HfTokenizerVocabulary(path)
+    return HfTokenizerVocabulary(storage.local_copy(path))
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")
 
 
@@ -93,7 +96,7 @@ def _file(spec: dict[str, Any]) -> tuple[str, str]:
   path = spec.get("path")
   where = f"{spec['source']}: " if spec.get("source") else ""
   what = f"{where}vocabulary.path: {path}"
-  if not (path and os.path.isfile(path)):
+  if not (path and storage.is_file(path)):
     raise FileNotFoundError(f"{what}: no such {spec.get('type')} file")
   return path, what
 

@@ -17,7 +17,7 @@ from invscale_jax.report.errors import ReportError
 
 def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
                 externals: Sequence[str] = (),
-                options: analysis.Options = analysis.Options()) -> pathlib.Path:
+                options: analysis.Options = analysis.Options()) -> str | pathlib.Path:
   """Reads, analyses and writes the report; bad input raises before anything is written."""
   if not results and not externals:
     raise ReportError("nothing to report: give RESULTS directories or --external CSVs")
