@@ -26,6 +26,46 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[path
     os.environ["INVSCALE_CACHE_DIR"] = old
 
 
+# ---------------------------------------------------------------------------- Cloud Storage
+
+
+@pytest.fixture(scope="session")
+def gcs() -> Iterator[object]:
+  """A Cloud Storage server on 127.0.0.1 for the session (`gcs_emulator.Emulator`): this
+  process and the commands it starts reach gs:// URLs there."""
+  import gcs_emulator  # pylint: disable=g-import-not-at-top
+
+  emulator = gcs_emulator.Emulator()
+  saved = {k: os.environ.get(k) for k in emulator.env()}
+  os.environ.update(emulator.env())
+  try:
+    yield emulator
+  finally:
+    emulator.stop()
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(gcs) -> str:
+  """A new, empty bucket; its gs:// URL."""
+  import uuid  # pylint: disable=g-import-not-at-top
+
+  return gcs.create_bucket(f"test-{uuid.uuid4().hex[:16]}")
+
+
+def upload(local: os.PathLike | str, url: str) -> str:
+  """Copies every file under the local directory to the same paths under `url`."""
+  from invscale_jax import storage  # pylint: disable=g-import-not-at-top
+
+  for name in storage.list_files(local):
+    storage.write_bytes(storage.join(url, name), storage.read_bytes(os.path.join(local, name)))
+  return url
+
+
 # ---------------------------------------------------------------------------- task data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -19,7 +19,8 @@ https://cloud.google.com/storage/docs/request-preconditions):
 - `startOffset` and `endOffset` of objects.list (the emulator lists the whole bucket).
 
 Requests are served one at a time (as the emulator does), so a precondition checked here
-still holds when the emulator's handler then writes.
+still holds when the emulator's handler then writes. Not completed: the emulator fails on
+a zero-byte upload (our code writes no empty objects).
 
 Faults, by bucket name:
 - `forbidden-*`: every request is answered 403 with GCS's error body, as for a bucket the
@@ -28,8 +29,9 @@ Faults, by bucket name:
   without an answer, as a network failure in the middle of a write.
 - `flaky-*`: the first upload of each object is cut off that way; later ones succeed.
 
-`python tests/gcs_emulator.py [--port N]` serves in the foreground (in memory) and prints
-`PORT <n>` first; `Emulator` runs it as a subprocess for a test session.
+`python tests/gcs_emulator.py [--port N]` serves in the foreground (in memory), prints
+`PORT <n>` first, and logs one line per request (`METHOD PATH STATUS`) to stderr;
+`Emulator` runs it as a subprocess for a test session, its log in a file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -118,6 +121,7 @@ def _handler_class():
       length = int(self.headers.get("Content-Length") or 0)
       self.rfile.read(length // 2)
       self.close_connection = True
+      print(f"{self.command} {self.path} cut", file=sys.stderr, flush=True)
 
     def _list(self, bucket: str, query: dict[str, str]) -> None:
       try:
@@ -176,6 +180,9 @@ def _handler_class():
                                "x-goog-metageneration": str(current["metageneration"])}
       return False
 
+    def log_request(self, code="-", size="-") -> None:
+      print(f"{self.command} {self.path} {code}", file=sys.stderr, flush=True)
+
     def end_headers(self) -> None:
       for key, value in self._extra_headers.items():
         self.send_header(key, value)
@@ -218,8 +225,9 @@ class Emulator:
   """The server above in a subprocess; `url` is what TENSORSTORE_GCS_HTTP_URL takes."""
 
   def __init__(self):
+    self.log = tempfile.NamedTemporaryFile("w+", prefix="gcs-emulator-", suffix=".log")
     self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 stdout=subprocess.PIPE, stderr=self.log, text=True)
     line = self.proc.stdout.readline()
     if not line.startswith("PORT "):
       self.stop()
@@ -239,10 +247,16 @@ class Emulator:
       response.read()
     return f"gs://{name}"
 
+  def requests(self) -> list[str]:
+    """Every request served so far, as `METHOD PATH STATUS` (the path percent-encoded)."""
+    with open(self.log.name, encoding="utf-8") as f:
+      return f.read().splitlines()
+
   def stop(self) -> None:
     self.proc.kill()
     self.proc.wait()
     self.proc.stdout.close()
+    self.log.close()
 
 
 if __name__ == "__main__":
