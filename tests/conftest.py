@@ -66,6 +66,50 @@ def upload(local: os.PathLike | str, url: str) -> str:
   return url
 
 
+@pytest.fixture(scope="session")
+def family_in_bucket(gcs, tiny_family: pathlib.Path, small_data_dir: pathlib.Path,
+                     tmp_path_factory: pytest.TempPathFactory):
+  """The tiny family (legacy checkpoints), an Orbax copy of tiny-1 with its own manifest,
+  and the small data dir, uploaded to a bucket: gs://BUCKET/fam/..., .../orbax/...,
+  .../data. A namespace of their URLs (and `local`, the family's directory)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  import uuid  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.checkpoints import read_checkpoint  # pylint: disable=g-import-not-at-top
+
+  url = gcs.create_bucket(f"family-{uuid.uuid4().hex[:8]}")
+  upload(tiny_family.parent, f"{url}/fam")
+  local = tmp_path_factory.mktemp("orbax")
+  params = read_checkpoint(tiny_family.parent / "tiny-1" / "checkpoint_0")
+  ocp.PyTreeCheckpointer().save(local / "tiny-1" / "checkpoint_0" / "state",
+                                {"target": params, "state": {"step": np.int32(0)}})
+  manifest = json.loads(tiny_family.read_text())
+  manifest["models"] = [dict(manifest["models"][0], checkpoint="tiny-1")]
+  (local / "manifest.json").write_text(json.dumps(manifest))
+  upload(local, f"{url}/orbax")
+  upload(small_data_dir, f"{url}/data")
+  return types.SimpleNamespace(url=url, manifest=f"{url}/fam/manifest.json",
+                               orbax_manifest=f"{url}/orbax/manifest.json", data=f"{url}/data",
+                               local=tiny_family.parent)
+
+
+def bucket_results(out: str) -> dict[RecordKey, object]:
+  """`read_results` of a gs:// results directory."""
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
+
+  return read_results(out, dirs=results.run_dirs(out))
+
+
+def without_run_keys(recs: dict[RecordKey, object]) -> dict[RecordKey, object]:
+  """Records with the run key blanked: a checkpoint's identity (part of the key) is its
+  files' sha256 on disk and their generations on GCS, so the keys differ; nothing else may."""
+  return {k: dataclasses.replace(r, run_key="") for k, r in recs.items()}
+
+
 # ---------------------------------------------------------------------------- task data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

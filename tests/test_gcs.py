@@ -14,14 +14,13 @@ import pathlib
 import subprocess
 import sys
 import time
-import types
 import uuid
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from conftest import (RunCli, ScoreCli, assert_same_records, read_results, select, upload)
+from conftest import (RunCli, ScoreCli, assert_same_records, bucket_results, read_results,
+                      select, upload, without_run_keys)
 from invscale_jax import results, storage
 from invscale_jax.checkpoints import count_params, layout, legacy, read_checkpoint, write_checkpoint
 from invscale_jax.report import output
@@ -34,16 +33,6 @@ def one_line(error: BaseException) -> str:
   message = str(error)
   assert "\n" not in message
   return message
-
-
-def without_run_keys(recs: dict) -> dict:
-  """Records with the run key blanked: a checkpoint's identity (part of the key) is its
-  files' sha256 on disk and their generations on GCS, so the keys differ; nothing else may."""
-  return {k: dataclasses.replace(r, run_key="") for k, r in recs.items()}
-
-
-def bucket_results(out: str) -> dict:
-  return read_results(out, dirs=results.run_dirs(out))
 
 
 def assert_finished_in_bucket(out: str, n_runs: int) -> None:
@@ -147,27 +136,6 @@ def test_a_write_cut_once_is_retried_and_lands_whole(gcs) -> None:
 
 
 # ---------------------------------------------------------------------------- a family in a bucket
-
-
-@pytest.fixture(scope="module")
-def family_in_bucket(gcs, tiny_family: pathlib.Path, small_data_dir: pathlib.Path,
-                     tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
-  """The tiny family (legacy checkpoints), an Orbax copy of tiny-1 with its own manifest,
-  and the small data dir, uploaded to a bucket: gs://BUCKET/fam/..., gs://BUCKET/data."""
-  url = gcs.create_bucket(f"family-{uuid.uuid4().hex[:8]}")
-  upload(tiny_family.parent, f"{url}/fam")
-  local = tmp_path_factory.mktemp("orbax")
-  params = read_checkpoint(tiny_family.parent / "tiny-1" / "checkpoint_0")
-  ocp.PyTreeCheckpointer().save(local / "tiny-1" / "checkpoint_0" / "state",
-                                {"target": params, "state": {"step": np.int32(0)}})
-  manifest = json.loads((tiny_family).read_text())
-  manifest["models"] = [dict(manifest["models"][0], checkpoint="../orbax/tiny-1")]
-  (local / "manifest.json").write_text(json.dumps(manifest))
-  upload(local, f"{url}/orbax")
-  upload(small_data_dir, f"{url}/data")
-  return types.SimpleNamespace(url=url, manifest=f"{url}/fam/manifest.json",
-                               orbax_manifest=f"{url}/orbax/manifest.json", data=f"{url}/data",
-                               local=tiny_family.parent)
 
 
 def test_checkpoints_in_a_bucket_read_as_on_disk(family_in_bucket) -> None:
