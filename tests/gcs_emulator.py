@@ -99,16 +99,20 @@ def _handler_class():
     cut_once: set[tuple[str, str]] = set()  # flaky-* objects whose first upload was cut
     _extra_headers: dict[str, str] = {}
 
-    def _answer(self, status: int, message: str = "", reason: str = "") -> None:
-      body = b"" if status == HTTPStatus.NOT_MODIFIED else json.dumps({"error": {
-          "code": status, "message": message,
-          "errors": [{"domain": "global", "reason": reason, "message": message}]}}).encode()
+    def _send(self, status: int, resource: dict[str, Any] | None) -> None:
+      body = b"" if resource is None else json.dumps(resource).encode()
       self.send_response(status)
       if body:
         self.send_header("Content-Type", "application/json; charset=UTF-8")
       self.send_header("Content-Length", str(len(body)))
       self.end_headers()
       self.wfile.write(body)
+
+    def _answer(self, status: int, message: str, reason: str) -> None:
+      """An error as GCS words it (304 has no body)."""
+      self._send(status, None if status == HTTPStatus.NOT_MODIFIED else {"error": {
+          "code": status, "message": message,
+          "errors": [{"domain": "global", "reason": reason, "message": message}]}})
 
     def _current(self, bucket: str, name: str) -> dict[str, Any] | None:
       try:
@@ -132,13 +136,8 @@ def _handler_class():
         return
       start, end = query.get("startOffset", ""), query.get("endOffset")
       items = [o for o in items if start <= o["name"] and (end is None or o["name"] < end)]
-      body = json.dumps({"kind": "storage#objects", "items": items,
-                         "prefixes": list(prefixes)}).encode()
-      self.send_response(HTTPStatus.OK)
-      self.send_header("Content-Type", "application/json; charset=UTF-8")
-      self.send_header("Content-Length", str(len(body)))
-      self.end_headers()
-      self.wfile.write(body)
+      self._send(HTTPStatus.OK, {"kind": "storage#objects", "items": items,
+                                 "prefixes": list(prefixes)})
 
     def _intercept(self, method: str) -> bool:
       """Answers the request here when the emulator would get it wrong; True if it did."""
@@ -188,25 +187,15 @@ def _handler_class():
         self.send_header(key, value)
       super().end_headers()
 
-    def do_GET(self):
-      if not self._intercept("GET"):
-        super().do_GET()
+    def _serve(self, method: str) -> None:
+      if not self._intercept(method):
+        getattr(super(), f"do_{method}")()
 
-    def do_POST(self):
-      if not self._intercept("POST"):
-        super().do_POST()
-
-    def do_DELETE(self):
-      if not self._intercept("DELETE"):
-        super().do_DELETE()
-
-    def do_PUT(self):
-      if not self._intercept("PUT"):
-        super().do_PUT()
-
-    def do_PATCH(self):
-      if not self._intercept("PATCH"):
-        super().do_PATCH()
+    do_GET = lambda self: self._serve("GET")
+    do_POST = lambda self: self._serve("POST")
+    do_DELETE = lambda self: self._serve("DELETE")
+    do_PUT = lambda self: self._serve("PUT")
+    do_PATCH = lambda self: self._serve("PATCH")
 
   return Handler
 
