@@ -4,13 +4,18 @@ Each stage module exposes `register(subparsers)`, which adds its subcommands and
 `func` on them; `main` only dispatches. Errors meant for users are raised as `UserError`
 (or `ValueError`) and printed as one line with a non-zero exit, as are the operating
 system's (`OSError`: a read-only or full disk, a file where a directory should be).
+Library start-up noise is silenced first (`console.quiet`), unless `-v` / `--verbose` is
+given anywhere on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
+
+from invscale_jax import console
 
 # Modules that add subcommands, in the order they appear in `invscale --help`.
 _STAGES = (
@@ -25,8 +30,19 @@ class UserError(Exception):
   """An error caused by the user's input: printed as one line, exit status 2."""
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def version() -> str:
+  return importlib.metadata.version("invscale-jax")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="invscale", description=__doc__.splitlines()[0])
+  parser.add_argument("--version", action="version", version=f"invscale {version()}")
+  parser.add_argument(*VERBOSE_FLAGS, action="store_true",
+                      help="show the libraries' start-up and log messages (anywhere on the "
+                           "command line)")
   subparsers = parser.add_subparsers(dest="command", required=True)
   for name in _STAGES:
     importlib.import_module(name).register(subparsers)
@@ -45,7 +61,11 @@ def _message(e: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  verbose = any(a in VERBOSE_FLAGS for a in argv)
+  console.quiet(verbose)
+  args = build_parser().parse_args((["--verbose"] if verbose else []) +
+                                   [a for a in argv if a not in VERBOSE_FLAGS])
   try:
     return int(args.func(args) or 0)
   except (UserError, ValueError, OSError, KeyError) as e:

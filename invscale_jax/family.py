@@ -16,6 +16,10 @@ project's `gin/` folder.
 `n_params` may be omitted (it is then counted from the checkpoint by `resolve_n_params`).
 `bos_id` is the token the model's own pipeline puts before every prompt (null: none);
 when absent it is the architecture's convention, `DEFAULT_BOS`.
+
+T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
+`"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
+`architecture` and `vocabulary` then default to what the T5X gin file says.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class Family:
 
 
 def _resolve(base: str, p: str) -> str:
+  if "://" in p:  # a URL, e.g. the gs:// vocabulary a T5X gin file names
+    return p
   return storage.resolve(base, p)
 
 
@@ -145,6 +151,12 @@ def load(path: os.PathLike | str) -> Family:
     where = f"{path}: models[{i}]"
     if not isinstance(m, dict):
       raise ManifestError(f"{where}: must be an object")
+    if "t5x_model_dir" in m or not {"architecture", "vocabulary"} <= m.keys():
+      from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
+      try:
+        m = t5x_dir.complete_entry(m, lambda p: _resolve(base, p), lambda p: _resolve_gin(base, p))
+      except ValueError as e:
+        raise ManifestError(f"{where}: {e}") from None
     for key in ("name", "architecture", "gin", "checkpoint", "vocabulary"):
       if key not in m:
         raise ManifestError(f"{where}: {key}: missing")

@@ -30,13 +30,13 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time
 import uuid
 from typing import Any, Sequence
 
 from invscale_jax import records, storage
+from invscale_jax.console import warn
 
 RUNS = "runs"
 RUN_INFO = "run.json"
@@ -53,10 +53,6 @@ class RunBusy(ValueError):
 
 class LeaseLost(ValueError):
   """This process's lease was taken over; it must stop writing."""
-
-
-def warn(message: str) -> None:
-  print(f"invscale: warning: {message}", file=sys.stderr)
 
 
 def run_dir(results: str, key: str) -> str:
@@ -177,6 +173,16 @@ def verify_complete(directory: str, info: dict[str, Any] | None = None) -> str |
 
 def is_complete(directory: str) -> bool:
   return verify_complete(directory) is None
+
+
+def completion_stats(directory: str) -> dict[str, Any]:
+  """What `RunWriter.finish` kept in COMPLETE besides the chunks ({} if nothing)."""
+  data = storage.read_stamped(storage.join(directory, COMPLETE)).data
+  try:
+    marker = json.loads(data) if data else {}
+  except ValueError:
+    return {}
+  return {k: v for k, v in marker.items() if k != "chunks"} if isinstance(marker, dict) else {}
 
 
 # ---------------------------------------------------------------------------- the lease
@@ -319,14 +325,15 @@ class RunWriter:
     self.next_chunk += 1
     self.done |= {r.example_id for r in recs}
 
-  def finish(self) -> None:
-    """Writes COMPLETE once every example is in a chunk, verified as a reader would."""
+  def finish(self, stats: dict[str, Any] | None = None) -> None:
+    """Writes COMPLETE once every example is in a chunk, verified as a reader would;
+    `stats` (e.g. tokens and seconds of this session's work) are kept in it."""
     self.lease.check()
     names = chunk_names(self.directory, quiet=True)
     digests = {n: hashlib.sha256(storage.read_bytes(storage.join(self.directory, n))).hexdigest()
                for n in names}
-    storage.write_text(storage.join(self.directory, COMPLETE),
-                       json.dumps({"chunks": digests, "completed": _now()}, indent=1))
+    marker = {"chunks": digests, "completed": _now(), **(stats or {})}
+    storage.write_text(storage.join(self.directory, COMPLETE), json.dumps(marker, indent=1))
     problem = verify_complete(self.directory, self.info)
     if problem:
       storage.delete(storage.join(self.directory, COMPLETE))
@@ -341,6 +348,32 @@ def _reject(directory: str, name: str, reason: str) -> None:
   warn(f"{source}: {reason}; moved to {target} and its examples will be scored again")
 
 
+@dataclasses.dataclass
+class Scan:
+  """What a run's chunks hold: the examples and records of good chunks, and the bad ones."""
+
+  done: set[int]
+  records: list[records.Record]
+  bad: list[tuple[str, str]]  # (chunk name, what is wrong)
+  next_chunk: int  # the number of the next chunk to write
+
+
+def scan(directory: str, info: dict[str, Any], quiet: bool = False) -> Scan:
+  """Checks every chunk of a run (reads, never writes)."""
+  found = Scan(set(), [], [], 0)
+  for name in chunk_names(directory, quiet):
+    path = storage.join(directory, name)
+    data = storage.read_bytes(path)
+    problem, examples = _chunk_problem(directory, name, data, info, found.done)
+    if problem:
+      found.bad.append((name, problem))
+    else:
+      found.done |= examples
+      found.records += records.parse_chunk(path, data)
+    found.next_chunk = max(found.next_chunk, int(_CHUNK.fullmatch(name).group(1)) + 1)
+  return found
+
+
 def open_run(directory: str, info: dict[str, Any], label: str, keeper: LeaseKeeper) -> RunWriter:
   """Takes the run's lease, writes run.json, and keeps the good chunks already there (bad
   ones are moved aside); returns the writer of the rest."""
@@ -349,14 +382,7 @@ def open_run(directory: str, info: dict[str, Any], label: str, keeper: LeaseKeep
   keeper.leases.append(lease)
   storage.delete(storage.join(directory, COMPLETE))  # re-verified when the run finishes
   write_run_info(directory, info)
-  done: set[int] = set()
-  numbers = [-1]
-  for name in chunk_names(directory):
-    data = storage.read_bytes(storage.join(directory, name))
-    problem, examples = _chunk_problem(directory, name, data, info, done)
-    if problem:
-      _reject(directory, name, problem)
-    else:
-      done |= examples
-    numbers.append(int(_CHUNK.fullmatch(name).group(1)))
-  return RunWriter(directory, info, lease, done, max(numbers) + 1)
+  found = scan(directory, info)
+  for name, problem in found.bad:
+    _reject(directory, name, problem)
+  return RunWriter(directory, info, lease, found.done, found.next_chunk)

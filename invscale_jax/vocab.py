@@ -13,12 +13,11 @@ import json
 import os
 from typing import Any, Sequence
 
-import gin
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from invscale_jax import storage
+from invscale_jax import gin_macros, storage
 from invscale_jax.data import datadir
 
 
@@ -27,13 +26,14 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   Ids are the tokenizer's own; `pad_id` is 0 as SeqIO requires (for GPT-NeoX id 0 is
   `<|endoftext|>`, which is also its BOS and EOS). No special tokens are added on encode.
+  The file may be a gs:// URL (tokenizers opens a local copy).
   """
 
   def __init__(self, path: os.PathLike | str, eos_token: str = "<|endoftext|>"):
     import tokenizers  # pylint: disable=g-import-not-at-top
 
     self._path = str(path)
-    self._tokenizer = tokenizers.Tokenizer.from_file(self._path)
+    self._tokenizer = tokenizers.Tokenizer.from_file(storage.local_copy(self._path))
     self._eos_id = self._tokenizer.token_to_id(eos_token)
     super().__init__(extra_ids=0)
 
@@ -77,16 +77,28 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     return hash(self._path)
 
 
+class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+  """seqio's vocabulary of a gs:// SentencePiece model, read through `storage` (seqio
+  opens files with tf.io.gfile, which has other credentials and settings than tensorstore
+  and cannot reach an emulator); SentencePiece loads a local copy. It keeps the URL as its
+  file, so it equals seqio's vocabulary of that URL (e.g. a T5X model's)."""
+
+  def _model_context(self):
+    if not self._model:
+      self._model = seqio.SentencePieceVocabulary(
+          storage.local_copy(self._sentencepiece_model_file), self._extra_ids,
+          self._normalizer_spec_overrides, self._reverse_extra_ids)._model_context()
+    return self._model
+
+
 @functools.lru_cache(maxsize=None)
 def _build(kind: str, path: str | None) -> seqio.Vocabulary:
-  """The vocabulary of a file (a gs:// one is copied to the cache first: SentencePiece and
-  tokenizers only open local files)."""
   if kind == "byte":
     return seqio.ByteVocabulary()
   if kind == "sentencepiece":
-    return seqio.SentencePieceVocabulary(storage.local_copy(path))
+    return (SentencePieceVocabulary if storage.is_url(path) else seqio.SentencePieceVocabulary)(path)
   if kind == "hf_tokenizer":
-    return HfTokenizerVocabulary(storage.local_copy(path))
+    return HfTokenizerVocabulary(path)
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")
 
 
@@ -123,12 +135,16 @@ def spec_id(spec: dict[str, Any]) -> str:
   return f"{spec['type']}:{datadir.sha256_of(_file(spec)[0])}"
 
 
-ENV_VAR = "INVSCALE_VOCABULARY"
+ENV_VAR = gin_macros.VOCABULARY  # the environment variable has the gin macro's name
 
 
 class ConfiguredVocabulary(seqio.Vocabulary):
   """The vocabulary `configured_spec()` names, resolved at first use (so gin bindings
-  parsed after `import seqio_tasks` still apply, as in a T5X run)."""
+  parsed after `import seqio_tasks` still apply, as in a T5X run).
+
+  It compares (and hashes) equal to the vocabulary it resolves to, as T5X's check that a
+  task's vocabulary is the model's (`task_vocab != model_vocab`) requires.
+  """
 
   def __init__(self):
     super().__init__(extra_ids=0)
@@ -155,18 +171,34 @@ class ConfiguredVocabulary(seqio.Vocabulary):
   def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
     return self.inner.decode_tf(ids)
 
+  def __eq__(self, other: Any) -> bool:
+    if not isinstance(other, seqio.Vocabulary):  # e.g. inspect's "no default" marker
+      return NotImplemented
+    return self.inner == (other.inner if isinstance(other, ConfiguredVocabulary) else other)
 
-@gin.configurable("task_vocabulary")
-def configured_spec(spec: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Vocabulary of the registered SeqIO tasks: gin `task_vocabulary.spec`, else
-  $INVSCALE_VOCABULARY (a JSON spec or a tokenizer file path), else bytes."""
-  if spec:
-    return dict(spec)
-  env = os.environ.get(ENV_VAR)
-  if not env:
+  def __hash__(self) -> int:
+    return hash(self.inner)  # a TypeError, like the inner's, where that is unhashable
+
+  def __str__(self) -> str:
+    return f"ConfiguredVocabulary({self.inner})"
+
+
+def spec_of(value: Any) -> dict[str, Any]:
+  """A vocabulary spec from a setting: a spec dict or its JSON, "byte", or a tokenizer
+  file (a `.model` file is SentencePiece, anything else a Hugging Face tokenizer.json).
+  Paths are kept as given, so a T5X model's `SentencePieceVocabulary(path)` equals ours."""
+  if isinstance(value, dict):
+    return dict(value)
+  text = str(value)
+  if text.lstrip().startswith("{"):
+    return json.loads(text)
+  if text == "byte":
     return {"type": "byte"}
-  if env.lstrip().startswith("{"):
-    return json.loads(env)
-  kind = "sentencepiece" if env.endswith(".model") else "hf_tokenizer"
-  return {"type": kind, "path": env}
+  return {"type": "sentencepiece" if text.endswith(".model") else "hf_tokenizer", "path": text}
 
+
+def configured_spec() -> dict[str, Any]:
+  """Vocabulary of the registered SeqIO tasks: the gin macro INVSCALE_VOCABULARY, else
+  $INVSCALE_VOCABULARY, else bytes."""
+  setting = gin_macros.value(gin_macros.VOCABULARY) or os.environ.get(ENV_VAR)
+  return spec_of(setting) if setting else {"type": "byte"}

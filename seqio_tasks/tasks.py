@@ -6,8 +6,10 @@ its group (`example_id`), `class_index`, `is_correct` and passthrough metadata; 
 sequence-probability example becomes one prompt/completion row. Inputs and targets are
 tokenized separately (SeqIO's convention) without EOS.
 
-The data directory and vocabulary are resolved when a dataset is built, not at import,
-so gin bindings and flags given after `import seqio_tasks` apply.
+The data directory, vocabulary and prompt options are resolved when a dataset is built,
+not at import, so settings given after `import seqio_tasks` apply. They are gin macros
+(`invscale_jax.gin_macros`), never gin configurables: importing this module registers
+nothing with gin, so it works at any time, including after gin is locked.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ import dataclasses
 import functools
 from typing import Any, Mapping
 
-import gin
 import seqio
 import tensorflow as tf
 
-from invscale_jax import catalog
+from invscale_jax import catalog, gin_macros
 from invscale_jax import vocab as vocab_lib
 from invscale_jax.data import datadir, variants
 from invscale_jax.data.loader import Example
@@ -32,7 +33,6 @@ SPLIT = "test"
 VARIANTS = ("zero_shot", "1_shot", "3_shot", "5_shot", "cot_zero_shot", "cot_1_shot")
 
 
-@gin.configurable("prompt_options")
 @dataclasses.dataclass(frozen=True)
 class PromptOptions:
   """How prompts are built: few-shot seed, the maximum length in tokens (None: no cap) and,
@@ -41,6 +41,15 @@ class PromptOptions:
   seed: int = 0
   max_length: int | None = 2048
   generation_length: int = 128
+
+  @classmethod
+  def from_gin(cls) -> PromptOptions:
+    """The options bound by the gin macros INVSCALE_SEED, INVSCALE_MAX_LENGTH and
+    INVSCALE_GENERATION_LENGTH; the defaults where unbound."""
+    default = cls()
+    return cls(gin_macros.value(gin_macros.SEED, default.seed),
+               gin_macros.value(gin_macros.MAX_LENGTH, default.max_length),
+               gin_macros.value(gin_macros.GENERATION_LENGTH, default.generation_length))
 
 
 def task_name(task: str, variant: str) -> str:
@@ -94,7 +103,7 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
                 vocabulary: seqio.Vocabulary, options: PromptOptions | None,
                 data_dir: str | None) -> tf.data.Dataset:
   del split, shuffle_files, seed  # one split, in file order
-  rows = rows_for(spec, variant, vocabulary, options or PromptOptions(), data_dir)
+  rows = rows_for(spec, variant, vocabulary, options or PromptOptions.from_gin(), data_dir)
   return tf.data.Dataset.from_tensor_slices(rows)
 
 

@@ -611,3 +611,78 @@ def file_states(root: os.PathLike | str) -> dict[str, tuple[int, int, int]]:
 def chunk_states(out: os.PathLike | str) -> dict[str, tuple[int, int, int]]:
   """`file_states` of the chunk files under OUT."""
   return {p: v for p, v in file_states(out).items() if "/chunk-" in p}
+
+
+# ---------------------------------------------------------------------------- T5X
+
+# What T5X writes into a model dir after training a decoder-only model (gin.config_str()):
+# a tiny byte-level network in the form of t5x/examples/decoder_only.
+T5X_CONFIG_GIN = """\
+from __gin__ import dynamic_registration
+import __main__ as train_script
+import seqio
+from t5x import adafactor
+from t5x.examples.decoder_only import network
+from t5x import models
+from t5x import partitioning
+from t5x import utils
+
+# Macros:
+# ==============================================================================
+BATCH_SIZE = 8
+DROPOUT_RATE = 0.0
+MIXTURE_OR_TASK_NAME = 'wmt_t2t_ende_v003'
+MODEL = @models.DecoderOnlyModel()
+MODEL_DIR = '/tmp/model'
+OPTIMIZER = @adafactor.Adafactor()
+TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 64}
+VOCABULARY = @seqio.ByteVocabulary()
+Z_LOSS = 0.0001
+
+# Parameters for adafactor.Adafactor:
+# ==============================================================================
+adafactor.Adafactor.decay_rate = 0.8
+adafactor.Adafactor.logical_factor_rules = \\
+    @adafactor.standard_logical_factor_rules()
+
+# Parameters for models.DecoderOnlyModel:
+# ==============================================================================
+models.DecoderOnlyModel.inputs_bidirectional_attention = False
+models.DecoderOnlyModel.module = @network.DecoderWrapper()
+models.DecoderOnlyModel.optimizer_def = %OPTIMIZER
+models.DecoderOnlyModel.vocabulary = %VOCABULARY
+models.DecoderOnlyModel.z_loss = %Z_LOSS
+
+# Parameters for network.DecoderWrapper:
+# ==============================================================================
+network.DecoderWrapper.config = @network.TransformerConfig()
+
+# Parameters for train/utils.DatasetConfig:
+# ==============================================================================
+train/utils.DatasetConfig.batch_size = %BATCH_SIZE
+train/utils.DatasetConfig.mixture_or_task_name = %MIXTURE_OR_TASK_NAME
+train/utils.DatasetConfig.task_feature_lengths = %TASK_FEATURE_LENGTHS
+
+# Parameters for utils.SaveCheckpointConfig:
+# ==============================================================================
+utils.SaveCheckpointConfig.dtype = 'float32'
+utils.SaveCheckpointConfig.period = 1000
+
+# Parameters for train_script.train:
+# ==============================================================================
+train_script.train.model = %MODEL
+train_script.train.model_dir = %MODEL_DIR
+
+# Parameters for network.TransformerConfig:
+# ==============================================================================
+network.TransformerConfig.dropout_rate = %DROPOUT_RATE
+network.TransformerConfig.dtype = 'bfloat16'
+network.TransformerConfig.emb_dim = 32
+network.TransformerConfig.head_dim = 16
+network.TransformerConfig.logits_via_embedding = True
+network.TransformerConfig.mlp_activations = ('gelu', 'linear')
+network.TransformerConfig.mlp_dim = 64
+network.TransformerConfig.num_heads = 2
+network.TransformerConfig.num_layers = 2
+network.TransformerConfig.vocab_size = 384
+"""

@@ -178,3 +178,33 @@ def test_orbax_round_trip(tmp_path, item):
   with pytest.raises(CheckpointError, match=r"parameter decoder/decoder_norm/scale has shape "
                      r"\(33,\) in the checkpoint, expected \(34,\)"):
     read_checkpoint(tmp_path, expected=expected)
+
+
+@pytest.mark.parametrize("dtype", [None, jnp.bfloat16])
+def test_orbax_writer_layout_is_t5x_and_orbax_reads_it(tmp_path, dtype):
+  """Our Orbax writer: `checkpoint_<step>/state/` as T5X's Orbax checkpointer writes it;
+  read back by our reader and by Orbax's own CheckpointManager and PyTreeCheckpointer."""
+  params = _params()
+  path = write_checkpoint(tmp_path, params, step=3, dtype=dtype, format="orbax")
+  assert path == str(tmp_path / "checkpoint_3")
+  assert sorted(os.listdir(tmp_path)) == ["checkpoint_3"]  # no temporary directory left
+  assert os.path.isfile(os.path.join(path, "state", "_METADATA"))
+  assert os.path.isfile(os.path.join(path, "state", "manifest.ocdbt"))  # OCDBT, as T5X
+  expected_dtype = np.float32 if dtype is None else dtype
+  _assert_tree_equal(read_checkpoint(tmp_path, expected=_shapes(params)), params,
+                     dtype=expected_dtype)
+  assert count_params(path) == sum(x.size for x in jax.tree.leaves(params))
+
+  options = ocp.CheckpointManagerOptions(step_prefix="checkpoint")
+  with ocp.CheckpointManager(tmp_path, item_names=("state",), options=options) as manager:
+    assert manager.all_steps() == [3]
+    state = manager.restore(3, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))["state"]
+  assert int(state["state"]["step"]) == 3
+  _assert_tree_equal(state["target"], params, dtype=expected_dtype)
+  direct = ocp.PyTreeCheckpointer().restore(os.path.join(path, "state"))
+  _assert_tree_equal(direct["target"], params, dtype=expected_dtype)
+
+  with pytest.raises(CheckpointError, match="checkpoint_3: already exists"):
+    write_checkpoint(tmp_path, params, step=3, format="orbax")
+  with pytest.raises(ValueError, match="'zarr' is not one of legacy, orbax"):
+    write_checkpoint(tmp_path, params, step=4, format="zarr")

@@ -1,4 +1,4 @@
-"""Which data directory is used: flag > gin `data_dir.path` > $INVSCALE_DATA_DIR > default."""
+"""Which data directory is used: flag > gin macro INVSCALE_DATA_DIR > $INVSCALE_DATA_DIR > default."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_resolution_order(clean_gin: None, monkeypatch: pytest.MonkeyPatch,
   assert datadir.resolve() == env
   assert datadir.resolve(flag) == flag
 
-  gin.parse_config(f"data_dir.path = '{bound}'")
+  gin.parse_config(f"INVSCALE_DATA_DIR = '{bound}'")
   assert datadir.resolve() == bound  # gin beats the env
   assert datadir.resolve(flag) == flag  # the flag beats gin
 
@@ -45,7 +45,7 @@ def test_empty_values_fall_through(clean_gin: None, monkeypatch: pytest.MonkeyPa
 def test_user_home_is_expanded(clean_gin: None, monkeypatch: pytest.MonkeyPatch,
                                tmp_path: pathlib.Path) -> None:
   monkeypatch.setenv("HOME", str(tmp_path))
-  gin.parse_config("data_dir.path = '~/tasks'")
+  gin.parse_config("INVSCALE_DATA_DIR = '~/tasks'")
   assert datadir.resolve() == str(tmp_path / "tasks")
 
 

@@ -21,7 +21,7 @@ from conftest import (CHUNK_SIZE, N_CHUNKS, N_RUNS, SCORE_ARGS, TINY_MODELS, Cli
                       find_run, read_results, record_key, run_dirs, select, temporary_files)
 from invscale_jax import family as family_lib
 from invscale_jax import records, results
-from invscale_jax.engine import loading, runner
+from invscale_jax.engine import loading, plan
 from invscale_jax.models import tiny
 
 # Float noise allowed between runs: none expected on the same device and options; 1e-5
@@ -108,10 +108,10 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_records(
 
 
 def plan_keys(manifest: pathlib.Path, data_dir: pathlib.Path,
-              options: runner.ScoringOptions = runner.ScoringOptions(),
+              options: plan.ScoringOptions = plan.ScoringOptions(),
               variant: str = "1_shot") -> dict[tuple[str, str], str]:
   """Run key per (model, task) for memo-trap and neqa."""
-  runs = runner.plan(family_lib.load(manifest), None, ["memo-trap", "neqa"], [variant],
+  runs = plan.plan(family_lib.load(manifest), None, ["memo-trap", "neqa"], [variant],
                      data_dir, options)
   return {(r.entry.name, r.task.name): r.key for r in runs}
 
@@ -123,15 +123,15 @@ def test_run_keys_follow_what_determines_the_numbers(
   speed_only = dict(chunk_size=3, tokens_per_batch=77, pack=False)
   cot_only = dict(generation_length=5, temperature=0.7, cot_score=False)
   for changes in (speed_only, cot_only):
-    options = dataclasses.replace(runner.ScoringOptions(), **changes)
+    options = dataclasses.replace(plan.ScoringOptions(), **changes)
     assert plan_keys(tiny_family, small_data_dir, options) == base, changes
   # The tiny family's convention is T5X's (id 0 before each prompt): naming it explicitly
   # is the same run; no BOS or another id is not.
-  assert plan_keys(tiny_family, small_data_dir, runner.ScoringOptions(bos="0")) == base
+  assert plan_keys(tiny_family, small_data_dir, plan.ScoringOptions(bos="0")) == base
   for change in (dict(max_length=512), dict(seed=1), dict(tokenization="joint"),
                  dict(dtype="bfloat16"), dict(token_logprobs=True), dict(bos="none"),
                  dict(bos="3")):
-    options = dataclasses.replace(runner.ScoringOptions(), **change)
+    options = dataclasses.replace(plan.ScoringOptions(), **change)
     keys = plan_keys(tiny_family, small_data_dir, options)
     assert all(keys[k] != base[k] for k in base), change
 
@@ -170,13 +170,13 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
     flags: tuple[str, str], variant: str, changes_numbers: bool, score_here,
     reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before, old_dirs = file_states(out), set(run_dirs(out))
+  before, old_dirs = file_states(out / "runs"), set(run_dirs(out))
   score_here(out, *ONE_TASK_ARGS, "--variants", variant, "--tokens_per_batch", "1024", *flags)
 
   new_dirs = set(run_dirs(out)) - old_dirs
   assert len(new_dirs) == 1 and results.is_complete(next(iter(new_dirs)))
   new_dir = next(iter(new_dirs))
-  now = file_states(out)
+  now = file_states(out / "runs")
   assert {p: now[p] for p in before} == before  # old runs untouched, no chunk reused
   info = results.read_run_info(new_dir)
   name, value = flags[0][2:], flags[1]
@@ -214,7 +214,7 @@ def test_rerun_of_complete_runs_does_no_work(
     score_here, reference_results: pathlib.Path, tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch) -> None:
   out = copy_results(reference_results, tmp_path / "results")
-  before = file_states(out)
+  before = file_states(out / "runs")
 
   def no_loading(*args, **kwargs):
     raise AssertionError("a complete run loaded a model")
@@ -225,5 +225,5 @@ def test_rerun_of_complete_runs_does_no_work(
   assert time.monotonic() - start < 30
   for model in TINY_MODELS:
     assert f"{model}: all runs already complete" in result.err
-  assert file_states(out) == before
+  assert file_states(out / "runs") == before  # INDEX.md is rewritten
   assert temporary_files(out) == []

@@ -206,16 +206,16 @@ def test_missing_data_dir_is_a_clear_error(tmp_path: pathlib.Path,
 
 def test_gin_bindings_given_after_import_apply(clean_gin: None, combined_data_dir: pathlib.Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-  """A T5X run parses gin after `import seqio_tasks`: data_dir.path and prompt_options apply."""
+  """Gin parsed after `import seqio_tasks` applies: the data dir and prompt option macros."""
   monkeypatch.setenv(datadir.ENV_VAR, str(combined_data_dir / "not_here"))
   task = seqio.get_mixture_or_task("invscale:redefine.1_shot")
-  gin.parse_config(f"data_dir.path = '{combined_data_dir}'")
+  gin.parse_config(f"INVSCALE_DATA_DIR = '{combined_data_dir}'")
   first = [r["inputs_pretokenized"] for r in get_dataset(task).as_numpy_iterator()]
   assert len(first) == sum(len(e.classes) for e in examples_of(combined_data_dir,
                                                                catalog.get("redefine")))
-  gin.parse_config("prompt_options.seed = 5")
+  gin.parse_config("INVSCALE_SEED = 5")
   assert [r["inputs_pretokenized"] for r in get_dataset(task).as_numpy_iterator()] != first
-  gin.parse_config("prompt_options.max_length = 8")
+  gin.parse_config("INVSCALE_MAX_LENGTH = 8")
   assert {int(r["n_demos_dropped"]) for r in get_dataset(task).as_numpy_iterator()} == {1}
 
 

@@ -138,3 +138,14 @@ def test_length_budget_counts_hf_tokens(hf_vocab: vocab.HfTokenizerVocabulary,
   dropped = {r["example_id"]: r["n_demos_dropped"] for r in capped}
   assert dropped == {i: int(n > budget) for i, n in need.items()}
   assert 0 < sum(dropped.values()) < len(dropped)
+
+
+def test_configured_vocabulary_hashes_like_its_vocabulary(clean_gin: None, tokenizer_path,
+                                                         hf_vocab, monkeypatch) -> None:
+  import gin  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.delenv(vocab.ENV_VAR, raising=False)
+  gin.parse_config(f"INVSCALE_VOCABULARY = {{'type': 'hf_tokenizer', 'path': '{tokenizer_path}'}}")
+  configured = vocab.ConfiguredVocabulary()
+  assert configured == hf_vocab and hash(configured) == hash(hf_vocab)
+  assert str(configured).startswith("ConfiguredVocabulary(")

@@ -23,7 +23,7 @@ LEGACY = "legacy"  # msgpack `checkpoint` file plus zarr arrays (T5X format vers
 ORBAX = "orbax"  # an Orbax PyTree item: a directory holding `_METADATA`
 MSGPACK_FILE = "checkpoint"
 _ORBAX_METADATA = "_METADATA"
-_ORBAX_ITEM = "state"  # newer T5X writes the train state as Orbax item `state/`
+ORBAX_ITEM = "state"  # newer T5X writes the train state as Orbax item `state/`
 _STEP_DIR = re.compile(r"checkpoint_(\d+)")  # `checkpoint_<step>.tmp-<time>` never matches
 
 
@@ -73,7 +73,7 @@ class Located:
 
 
 def _detect(directory: str) -> Located | None:
-  for item_dir in (storage.join(directory, _ORBAX_ITEM), directory):
+  for item_dir in (storage.join(directory, ORBAX_ITEM), directory):
     if storage.is_file(storage.join(item_dir, _ORBAX_METADATA)):
       return Located(directory, ORBAX, item_dir)
   if storage.is_file(storage.join(directory, MSGPACK_FILE)):

@@ -1,4 +1,4 @@
-"""Newer T5X checkpoints, written with Orbax, read with tensorstore directly.
+"""Newer T5X checkpoints: written with orbax-checkpoint, read with tensorstore directly.
 
 T5X saves its train state `{"target": params, "state": optimizer state}` as an Orbax PyTree
 item (`checkpoint_<step>/state/` holding `_METADATA`, or `_METADATA` beside `checkpoint`
@@ -13,17 +13,24 @@ lists every leaf by its key path and says how arrays are stored (`use_ocdbt`,
 `use_zarr3`). The leaf at keys (k1, k2, ...) is the zarr (or zarr3) array named
 `k1.k2...`, inside the OCDBT database of the item directory, or without OCDBT in the item
 directory's subdirectory of that name. Each array's shape and dtype come from its own
-zarr metadata (no data is read before `restore`), and each is a `zarr_io.ZarrSource`, so
-a sharded restore reads only each device's slice, as for legacy checkpoints.
-"""
+zarr metadata (no data is read until asked), and each is a `zarr_io.ZarrSource`, so a
+sharded restore reads only each device's slice, as for legacy checkpoints.
+
+`write_checkpoint` writes what T5X's Orbax checkpointer writes (t5x/checkpoints.py,
+OrbaxCheckpointManagerInterface): an Orbax CheckpointManager over the model dir with step
+prefix `checkpoint`, one item `state` saved by a PyTree handler with OCDBT, holding
+`{"target": params, "state": {"step": step}}`: the state T5X restores for inference
+(infer.py and eval.py build no optimizer; `InferenceState.state_dict()`)."""
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from invscale_jax import storage
@@ -31,6 +38,7 @@ from invscale_jax.checkpoints import layout, zarr_io
 from invscale_jax.checkpoints.errors import CheckpointError, describe
 
 _TARGET_KEYS = ("target", "params")
+_STEP_PREFIX = "checkpoint"  # T5X's checkpoint_<step>
 _METADATA = "_METADATA"
 _ARRAY_TYPES = ("np.ndarray", "jax.Array", "scalar")
 
@@ -70,9 +78,10 @@ def _array_spec(located: layout.Located, name: str, metadata: Mapping[str, Any])
           "recheck_cached_metadata": False}
 
 
-def target_metadata(located: layout.Located) -> tuple[str, dict[layout.Key, Any]]:
-  """The name of the params subtree and a source (`zarr_io.ZarrSource`, with its shape and
-  dtype) for each of its arrays."""
+def target_metadata(located: layout.Located
+                    ) -> tuple[str, dict[layout.Key, zarr_io.ZarrSource]]:
+  """The name of the params subtree and a source (with its shape and dtype; it reads any
+  slice) for each of its arrays."""
   leaves, metadata = _read_metadata(located)
   tops = {key[0] for key in leaves}
   top = next((t for t in _TARGET_KEYS if any(len(k) > 1 and k[0] == t for k in leaves)), None)
@@ -102,15 +111,25 @@ def target_metadata(located: layout.Located) -> tuple[str, dict[layout.Key, Any]
   return top, sources
 
 
-def restore(located: layout.Located, top: str, metadata: Mapping[layout.Key, Any],
-            dtype: np.dtype | None,
-            shardings: Mapping[layout.Key, jax.sharding.Sharding] | None
-            ) -> dict[layout.Key, Any]:
-  """Reads the arrays of `metadata`: numpy arrays, or jax.Arrays placed by `shardings`
-  (each device reading only its slice)."""
-  del located, top  # the sources know where they are
-  # The one function that turns sources into arrays; imported here, as `restore`
-  # imports this module.
-  from invscale_jax.checkpoints.restore import _materialize  # pylint: disable=g-import-not-at-top
-  return {key: _materialize(source, dtype, None if shardings is None else shardings[key])
-          for key, source in metadata.items()}
+def write_checkpoint(model_dir: str | os.PathLike[str], params: Mapping[str, Any], *,
+                     step: int = 0, dtype: Any = None) -> str:
+  """Writes `params` (a nested dict) as T5X's Orbax checkpointer does; returns the
+  `model_dir/checkpoint_<step>` directory. Orbax writes to a temporary directory and
+  renames it when complete. `dtype` (e.g. bfloat16) casts every array; None keeps them."""
+  model_dir = os.path.abspath(os.fspath(model_dir))
+  final = layout.step_dir(model_dir, step)
+  if os.path.exists(final):
+    raise CheckpointError(final, "already exists")
+  cast = lambda x: np.asarray(x) if dtype is None else np.asarray(x).astype(dtype)
+  state = {"target": jax.tree.map(cast, dict(params)), "state": {"step": np.int32(step)}}
+  options = ocp.CheckpointManagerOptions(step_prefix=_STEP_PREFIX, create=True)
+  manager = ocp.CheckpointManager(model_dir, options=options, item_handlers={
+      layout.ORBAX_ITEM: ocp.PyTreeCheckpointHandler(use_ocdbt=True)})
+  try:
+    manager.save(step, args=ocp.args.Composite(**{layout.ORBAX_ITEM: ocp.args.PyTreeSave(state)}))
+    manager.wait_until_finished()
+  except Exception as e:  # Orbax and tensorstore errors of many types
+    raise CheckpointError(final, f"cannot write Orbax checkpoint: {describe(e)}") from e
+  finally:
+    manager.close()
+  return final

@@ -1,4 +1,5 @@
-"""Reading T5X checkpoints (legacy or Orbax) into parameter trees, and counting params."""
+"""Reading T5X checkpoints (legacy or Orbax, scanned layers or not) into parameter trees,
+and counting params."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from invscale_jax.checkpoints import layout, legacy, orbax_io
+from invscale_jax.checkpoints import layout, legacy, orbax_io, scanned
 from invscale_jax.checkpoints.errors import CheckpointError
 
 PathLike = str | os.PathLike[str]
@@ -18,9 +19,8 @@ Shardings = Mapping[layout.Key, jax.sharding.Sharding]
 
 
 def _check_expected(path: str, shapes: Mapping[layout.Key, tuple[int, ...]],
-                    expected: Mapping[str, Any]) -> None:
+                    want: Mapping[layout.Key, tuple[int, ...]]) -> None:
   """Every expected parameter is present with its shape, and nothing else is."""
-  want = {key: tuple(leaf.shape) for key, leaf in layout.flatten(expected).items()}
   problems = []
   for key, shape in want.items():
     name = layout.param_name(key)
@@ -66,18 +66,38 @@ def _materialize(source: legacy.ArraySource, dtype: np.dtype | None,
   return jax.make_array_from_callback(source.shape, sharding, read_once)
 
 
-def _open(located: layout.Located, dtype: np.dtype | None
-          ) -> tuple[dict[layout.Key, tuple[int, ...]], Callable[[Shardings | None], dict]]:
-  """Shapes of the target parameters (from metadata only) and a function reading them."""
-  if located.format == layout.ORBAX:
-    top, metadata = orbax_io.target_metadata(located)
-    shapes = {key: tuple(leaf.shape) for key, leaf in metadata.items()}
-    return shapes, lambda shardings: orbax_io.restore(located, top, metadata, dtype, shardings)
-  sources = legacy.target_sources(located.path)
+Opened = tuple[dict[layout.Key, tuple[int, ...]], Callable[[Shardings | None], dict]]
+
+
+def _reader(sources: Mapping[layout.Key, legacy.ArraySource], dtype: np.dtype | None) -> Opened:
   shapes = {key: source.shape for key, source in sources.items()}
   return shapes, lambda shardings: {
       key: _materialize(source, dtype, None if shardings is None else shardings[key])
       for key, source in sources.items()}
+
+
+def _sources(located: layout.Located) -> dict[layout.Key, legacy.ArraySource]:
+  """Every target parameter of the checkpoint, from metadata only (no array data)."""
+  if located.format == layout.ORBAX:
+    return orbax_io.target_metadata(located)[1]
+  return legacy.target_sources(located.path)
+
+
+def _open(located: layout.Located, dtype: np.dtype | None) -> Opened:
+  """Shapes of the target parameters (from metadata only) and a function reading them."""
+  return _reader(_sources(located), dtype)
+
+
+def _open_arranged(located: layout.Located, dtype: np.dtype | None,
+                   placements: Mapping[layout.Key, scanned.Placement]) -> Opened:
+  """`_open` for a scalable_t5 checkpoint: the expected parameters, each read from where
+  it is placed; stored parameters no placement uses are kept, so they are reported as
+  unexpected."""
+  stored = _sources(located)
+  used = {p.key for p in placements.values()}
+  sources = {key: scanned.LayerSource(stored[p.key], p) for key, p in placements.items()}
+  sources.update({key: source for key, source in stored.items() if key not in used})
+  return _reader(sources, dtype)
 
 
 def read_checkpoint(path: PathLike, *, dtype: Any = None, expected: Mapping[str, Any] | None = None,
@@ -89,7 +109,9 @@ def read_checkpoint(path: PathLike, *, dtype: Any = None, expected: Mapping[str,
     dtype: cast every parameter to this dtype on restore (e.g. float32 from bfloat16).
     expected: a tree of `jax.ShapeDtypeStruct` (e.g. `jax.eval_shape(model.init, ...)
       ["params"]`): each must be in the checkpoint with that shape, and the checkpoint's
-      target must hold nothing else. Optimizer state is never read.
+      target must hold nothing else. Optimizer state is never read. A scalable_t5
+      checkpoint (scanned layers, attention kernels with head axes) is read into this
+      per-layer tree (see `scanned`).
     shardings: a tree of `jax.sharding.Sharding` with the parameters' structure; each
       parameter becomes a `jax.Array` whose devices read only their own slice.
 
@@ -100,9 +122,14 @@ def read_checkpoint(path: PathLike, *, dtype: Any = None, expected: Mapping[str,
     CheckpointError: a one-line message naming the checkpoint and the parameter.
   """
   located = layout.locate(path)
-  shapes, load = _open(located, None if dtype is None else jnp.dtype(dtype))
+  dtype = None if dtype is None else jnp.dtype(dtype)
+  shapes, load = _open(located, dtype)
   if expected is not None:
-    _check_expected(located.path, shapes, expected)
+    want = {key: tuple(leaf.shape) for key, leaf in layout.flatten(expected).items()}
+    placements = scanned.arrange(located.path, shapes, want)
+    if placements is not None:
+      shapes, load = _open_arranged(located, dtype, placements)
+    _check_expected(located.path, shapes, want)
   if shardings is not None:
     shardings = _flat_shardings(located.path, shapes, shardings)
   return layout.unflatten(load(shardings))

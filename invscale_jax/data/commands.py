@@ -1,4 +1,4 @@
-"""`invscale data status|validate|download` and `invscale tasks list`."""
+"""`invscale data status|validate|download` and `invscale tasks list|lengths`."""
 
 from __future__ import annotations
 
@@ -72,10 +72,25 @@ def _tasks_list(args: argparse.Namespace) -> int:
   return 0
 
 
+def _tasks_lengths(args: argparse.Namespace) -> int:
+  import seqio_tasks  # pylint: disable=g-import-not-at-top
+  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top
+  from seqio_tasks import lengths  # pylint: disable=g-import-not-at-top
+
+  name = args.task if ":" in args.task else f"{seqio_tasks.tasks.PREFIX}:{args.task}"
+  spec, variant = seqio_tasks.parse_task_name(name)
+  vocabulary = vocab.from_spec(vocab.spec_of(args.vocabulary or "byte"))
+  options = seqio_tasks.tasks.PromptOptions(args.seed, args.max_length or None)
+  task = seqio_tasks.build_task(spec.name, variant.name, vocabulary, options,
+                                str(datadir.resolve(args.data_dir)))
+  print(f"TASK_FEATURE_LENGTHS = {lengths.max_lengths(task)!r}")
+  return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
   data = subparsers.add_parser("data", help="task data: status, validation, download")
   sub = data.add_subparsers(dest="data_command", required=True)
-  dir_help = f"data directory (default: gin data_dir.path, ${datadir.ENV_VAR}, {datadir.DEFAULT})"
+  dir_help = f"data directory (default: gin macro {datadir.ENV_VAR}, ${datadir.ENV_VAR}, {datadir.DEFAULT})"
 
   p = sub.add_parser("status", help="present / verified / missing, with row counts, per task")
   p.add_argument("--data_dir", help=dir_help)
@@ -100,3 +115,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = sub.add_parser("list", help="one registered task name per line")
   p.add_argument("--variants", help="also register these variants (e.g. 10_shot)")
   p.set_defaults(func=_tasks_list)
+
+  p = sub.add_parser("lengths", help="the TASK_FEATURE_LENGTHS a T5X run needs so that SeqIO "
+                                     "cuts no row of a task")
+  p.add_argument("task", help="invscale:<task>.<variant> or <task>.<variant>, e.g. neqa.1_shot")
+  p.add_argument("--vocabulary", help="the model's vocabulary: a SentencePiece .model file, a "
+                                      "tokenizer.json, or a JSON spec (default: bytes)")
+  p.add_argument("--data_dir", help=dir_help)
+  p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
+  p.add_argument("--max_length", type=int, default=2048,
+                 help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap)")
+  p.set_defaults(func=_tasks_lengths)

@@ -1,7 +1,7 @@
 """Where task files live, and what state they are in.
 
-The data directory is chosen by, in order: the `--data_dir` flag, the gin binding
-`data_dir.path`, the environment variable INVSCALE_DATA_DIR, and the default
+The data directory is chosen by, in order: the `--data_dir` flag, the gin macro
+`INVSCALE_DATA_DIR`, the environment variable INVSCALE_DATA_DIR, and the default
 `~/.cache/invscale_jax/inverse_scaling`. It may be a `gs://` URL: files are read through
 `storage`.
 """
@@ -11,12 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import gin
-
-from invscale_jax import catalog, content_hash, storage
+from invscale_jax import catalog, content_hash, gin_macros, storage
 from invscale_jax.data import loader
 
-ENV_VAR = "INVSCALE_DATA_DIR"
+ENV_VAR = gin_macros.DATA_DIR  # the environment variable has the gin macro's name
 DEFAULT = "~/.cache/invscale_jax/inverse_scaling"
 
 PRESENT_VERIFIED = "verified"
@@ -24,15 +22,10 @@ PRESENT_DIFFERS = "differs"  # present, but not the official file (e.g. a fixtur
 MISSING = "missing"
 
 
-@gin.configurable("data_dir")
-def gin_data_dir(path: str | None = None) -> str | None:
-  """The gin binding `data_dir.path`, if any."""
-  return path
-
-
 def resolve(flag: str | None = None) -> str:
   """The data directory: flag, then gin, then $INVSCALE_DATA_DIR, then the default."""
-  for candidate in (flag, gin_data_dir(), os.environ.get(ENV_VAR), DEFAULT):
+  for candidate in (flag, gin_macros.value(gin_macros.DATA_DIR), os.environ.get(ENV_VAR),
+                    DEFAULT):
     if candidate:
       return candidate if storage.is_url(candidate) else os.path.expanduser(candidate)
   raise AssertionError("unreachable")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 import gin
+import jax
 
 from invscale_jax import family as family_lib
-from invscale_jax import storage
+from invscale_jax import overview, storage
 from invscale_jax.data import datadir
 from invscale_jax.engine import partitioning
 
@@ -37,7 +37,7 @@ def parse_gin(files: list[str] | None, bindings: list[str] | None) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-  from invscale_jax.engine.runner import ScoringOptions  # pylint: disable=g-import-not-at-top
+  from invscale_jax.engine.plan import ScoringOptions  # pylint: disable=g-import-not-at-top
   given = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
   if args.token_logprobs:
     given["token_logprobs"] = True
@@ -47,7 +47,6 @@ def options_from_args(args: argparse.Namespace):
 
 
 def _score(args: argparse.Namespace) -> int:
-  from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
   partitioning.initialize_distributed()
   parse_gin(args.gin_file, args.gin_bindings)
   options = options_from_args(args)  # bad options fail here, before anything is read
@@ -58,9 +57,21 @@ def _score(args: argparse.Namespace) -> int:
     raise FileNotFoundError(f"{data_dir}: no task files; run `invscale data download` or "
                             f"point --data_dir at the release")
   variants = _split(args.variants) or ["zero_shot"]
-  runs = runner.score_family(family, _split(args.model) or None, tasks, variants, data_dir,
-                             storage.absolute(args.out), options)
-  print(f"{len(runs)} runs complete in {args.out}", file=sys.stderr)
+  models, out = _split(args.model) or None, storage.absolute(args.out)
+  if args.dry_run:
+    from invscale_jax.engine import dry_run  # pylint: disable=g-import-not-at-top
+    print(dry_run.describe(family, models, tasks, variants, data_dir, out, options), end="")
+    return 0
+  from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
+  runner.score_family(family, models, tasks, variants, data_dir, out, options)
+  if jax.process_index() == 0:  # the one host that reads results
+    overview.show(out, quiet=args.quiet)
+  return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+  for results_dir in args.results:
+    overview.show(results_dir)
   return 0
 
 
@@ -77,6 +88,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   for name, kind in _OPTION_FLAGS.items():
     p.add_argument(f"--{name}", type=kind, help=f"override ScoringOptions.{name}")
   p.add_argument("--token_logprobs", action="store_true", help="keep per-token log-probabilities")
+  p.add_argument("--dry_run", action="store_true",
+                 help="list each run as complete, partial or to do, with the tokens left and "
+                      "a time estimate; load and write nothing")
+  p.add_argument("--quiet", action="store_true", help="no results table at the end")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,3 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "example, parse it into a class, no scoring")
   add_run_flags(p)
   p.set_defaults(func=_score)
+  p = subparsers.add_parser("results", help="the table of what RESULTS holds (a line per run); "
+                                            "rewrites RESULTS/INDEX.md")
+  p.add_argument("results", nargs="+", help="results directories")
+  p.set_defaults(func=_results)

@@ -66,6 +66,13 @@ def decoder_length(r: Request) -> int:
   return len(r.prefix) + sum(len(b.context) + len(b.target) - 1 for b in r.branches)
 
 
+def request_tokens(r: Request, encoder_decoder: bool) -> int:
+  """Tokens the engine computes for a request: the prompt once, then every branch."""
+  if encoder_decoder:
+    return len(r.prefix) + sum(len(b.target) for b in r.branches)
+  return decoder_length(r)
+
+
 class _Row:
   """A row being filled: token lists and target lists for one or more requests."""
 

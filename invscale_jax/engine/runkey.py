@@ -7,6 +7,7 @@ are left out: scores do not depend on them, so a run may resume with other value
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,6 +16,15 @@ from typing import Any
 from invscale_jax import content_hash
 
 ENGINE_VERSION = "2"  # 2: the prompt prefix (BOS) is the model's convention
+
+
+def network_identity(config: Any) -> dict[str, Any]:
+  """The fields of a network config (a dataclass) that differ from their defaults, without
+  `dtype` (the run's activation dtype is a scoring option): adding a field with a default
+  keeps every existing key."""
+  return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+          if f.name != "dtype" and (f.default is dataclasses.MISSING
+                                    or getattr(config, f.name) != f.default)}
 
 
 def checkpoint_identity(path: os.PathLike | str) -> str:

@@ -1,4 +1,4 @@
-"""`invscale family init-tiny|show` and `invscale convert hf-gpt-neox|hf-t5`."""
+"""`invscale family init-tiny|show|from-t5x` and `invscale convert hf-gpt-neox|hf-t5`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from invscale_jax import family as family_lib
 
 def _init_tiny(args: argparse.Namespace) -> int:
   from invscale_jax.models import tiny  # pylint: disable=g-import-not-at-top
-  manifest = tiny.init_tiny(args.out, seed=args.seed)
+  manifest = tiny.init_tiny(args.out, seed=args.seed, checkpoint_format=args.format)
   print(f"wrote {manifest}")
   return 0
 
@@ -27,6 +27,20 @@ def _show(args: argparse.Namespace) -> int:
   return 0
 
 
+def _from_t5x(args: argparse.Namespace) -> int:
+  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
+  numbers = lambda text: [float(x) for x in text.split(",")] if text else None
+  path = t5x_dir.write_manifest(
+      args.out, args.sources, names=args.name.split(",") if args.name else None,
+      checkpoints=args.checkpoint, step=args.step,
+      vocabulary=vocab.spec_of(args.vocabulary) if args.vocabulary else None,
+      train_tokens=numbers(args.train_tokens), train_flops=numbers(args.train_flops),
+      family=args.family)
+  print(f"wrote {path}")
+  return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
   import importlib  # pylint: disable=g-import-not-at-top
   converter = importlib.import_module(f"invscale_jax.convert.{args.converter}")
@@ -41,11 +55,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = sub.add_parser("init-tiny", help="create the embedded tiny family (T5X checkpoints + manifest)")
   p.add_argument("--out", required=True)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--format", choices=("legacy", "orbax"), default="legacy",
+                 help="checkpoint layout: T5X legacy (msgpack + zarr) or Orbax (T5X's default)")
   p.set_defaults(func=_init_tiny)
   p = sub.add_parser("show", help="models of a manifest with parameters (counted from "
                                   "checkpoints when absent), tokens and compute")
   p.add_argument("manifest")
   p.set_defaults(func=_show)
+  p = sub.add_parser("from-t5x", help="a manifest of T5X models as they are: model dirs "
+                                      "(config.gin + checkpoint_<step>/) or T5X gin files")
+  p.add_argument("sources", nargs="+", metavar="DIR_OR_GIN",
+                 help="T5X model dirs, or T5X gin files (each with a --checkpoint)")
+  p.add_argument("--out", required=True, help="manifest to write (JSON)")
+  p.add_argument("--name", help="comma-separated model names (default: the model dirs' names)")
+  p.add_argument("--checkpoint", action="append",
+                 help="the checkpoint of each gin file source, in order")
+  p.add_argument("--step", type=int, help="checkpoint step of the model dirs (default: latest)")
+  p.add_argument("--vocabulary", help="the models' vocabulary (default: the one the gin file "
+                                      "names): a .model file, a tokenizer.json or a JSON spec")
+  p.add_argument("--train_tokens", help="training tokens D: one value, or one per model")
+  p.add_argument("--train_flops", help="training FLOPs C: one value, or one per model")
+  p.add_argument("--family", default="t5x", help="family name")
+  p.set_defaults(func=_from_t5x)
 
   conv = subparsers.add_parser("convert", help="Hugging Face checkpoints -> T5X checkpoints")
   sub = conv.add_subparsers(dest="convert_command", required=True)

@@ -10,6 +10,9 @@ its includes may be `gs://` URLs (read through `storage`). Model files are
 read with gin's parser but not into gin's global configuration: one process loads many
 models (a family) next to the run's own gin settings, and they must never mix. So a
 model file holds only `include` and `ModelConfig.<field> = <literal>` statements.
+
+A T5X gin file (a model dir's `config.gin`, or t5x/examples/... model files) is read too,
+by `t5x_gin`: any other statement marks a file as T5X's.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 from gin import config_parser
 
 from invscale_jax import family, storage
+from invscale_jax.models import t5x_gin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,9 @@ class ModelConfig:
   rotary_base: float = 10000.0
   parallel_residual: bool = True  # gpt_neox: x + attn(ln1(x)) + mlp(ln2(x))
   dtype: str = "bfloat16"  # activations; params are float32, logits float32
+  # T5 stacks: one relative position bias per layer (t5x/examples/scalable_t5), not one
+  # shared by the layers of a stack (t5x/examples/t5 and decoder_only).
+  relpos_per_layer: bool = False
 
   def __post_init__(self):
     _check_types(self)
@@ -139,10 +146,14 @@ def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
 
 
 def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> ModelConfig:
-  """The `ModelConfig` bound by a model gin file, then by extra `bindings` lines."""
+  """The `ModelConfig` bound by a model gin file (ours or T5X's), then by extra
+  `bindings` lines."""
   values: dict[str, Any] = {}
   path = os.fspath(gin_file)
-  _read_bindings(_read_text(path), path, values)
+  if t5x_gin.is_t5x_gin(path):
+    values.update(t5x_gin.read(path).fields)
+  else:
+    _read_bindings(_read_text(path), path, values)
   _read_bindings("\n".join(bindings), "bindings", values)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(values.keys() - fields)

@@ -3,6 +3,8 @@
 Parameter names under a stack, as in t5x/examples/t5 and t5x/examples/decoder_only::
 
   relpos_bias/rel_embedding                      [heads, buckets], shared by all layers
+                                                 (relpos_per_layer: layers_{i}/relpos_bias/,
+                                                 one per layer, as in t5x/examples/scalable_t5)
   layers_{i}/pre_attention_layer_norm/scale      encoder; decoder: pre_self_attention_layer_norm
   layers_{i}/attention/{query,key,value,out}/kernel   encoder; decoder: self_attention
   layers_{i}/pre_cross_attention_layer_norm/scale      decoder of encoder_decoder only
@@ -53,7 +55,10 @@ class EncoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, bias: Array) -> Array:
+  def __call__(self, x: Array, mask: Array, bias: Array | None, positions: Array) -> Array:
+    """`bias` is the stack's shared position bias; None: this layer's own (relpos_per_layer)."""
+    if bias is None:
+      bias = _relpos_bias(self.config, bidirectional=True)(positions, positions)
     y = _norm(self.config, "pre_attention_layer_norm")(x)
     attention = _attention(self.config, "attention")
     x = x + attention(y, attention.kv(y), mask, bias)
@@ -70,11 +75,12 @@ class Encoder(nn.Module):
   def __call__(self, tokens: Array, segment_ids: Array) -> Array:
     # Within a segment, key - query offsets equal index differences: no positions needed.
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    bias = _relpos_bias(self.config, bidirectional=True)(positions, positions)
+    bias = None if self.config.relpos_per_layer else _relpos_bias(
+        self.config, bidirectional=True)(positions, positions)
     mask = attention_mask(segment_ids, segment_ids, causal=False)
     x = self.embedding(tokens)
     for i in range(self.config.num_encoder_layers):
-      x = EncoderLayer(self.config, name=f"layers_{i}")(x, mask, bias)
+      x = EncoderLayer(self.config, name=f"layers_{i}")(x, mask, bias, positions)
     return _norm(self.config, "encoder_norm")(x)
 
 
@@ -85,6 +91,8 @@ class DecoderLayer(nn.Module):
   cross_attention: bool = False
 
   def setup(self):
+    if self.config.relpos_per_layer:
+      self.relpos_bias = _relpos_bias(self.config, bidirectional=False)
     self.pre_self_attention_layer_norm = _norm(self.config)
     self.self_attention = _attention(self.config)
     if self.cross_attention:
@@ -97,9 +105,13 @@ class DecoderLayer(nn.Module):
     """Keys and values of the encoder output for this layer's cross-attention."""
     return self.encoder_decoder_attention.kv(encoded)
 
-  def __call__(self, x: Array, mask: Array, bias: Array, kv: layers.KV | None, index: Array | int,
-               cross: tuple[layers.KV, Array] | None) -> tuple[Array, layers.KV]:
-    """One layer; `kv` is this layer's cache (written at `index`), `cross` = (kv, mask)."""
+  def __call__(self, x: Array, mask: Array, bias: Array | None, kv: layers.KV | None,
+               index: Array | int, cross: tuple[layers.KV, Array] | None,
+               positions: Array, key_positions: Array) -> tuple[Array, layers.KV]:
+    """One layer; `kv` is this layer's cache (written at `index`), `cross` = (kv, mask);
+    `bias` is the stack's shared position bias, None: this layer's own (relpos_per_layer)."""
+    if bias is None:
+      bias = self.relpos_bias(positions, key_positions)
     y = self.pre_self_attention_layer_norm(x)
     kv = layers.write_kv(kv, self.self_attention.kv(y), index)
     x = x + self.self_attention(y, kv, mask, bias)
@@ -119,7 +131,8 @@ class Decoder(nn.Module):
     cfg = self.config
     if self.shared_embedding is None:
       self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.activation_dtype)
-    self.relpos_bias = _relpos_bias(cfg, bidirectional=False)
+    if not cfg.relpos_per_layer:
+      self.relpos_bias = _relpos_bias(cfg, bidirectional=False)
     self.layers = [DecoderLayer(cfg, self.cross_attention) for _ in range(cfg.decoder_layers)]
     self.decoder_norm = _norm(cfg)
     if not cfg.logits_via_embedding:
@@ -142,12 +155,13 @@ class Decoder(nn.Module):
     and attention runs over all T slots; `key_positions` [B, K] are the positions of the
     keys attended to (K = T with a cache, else Q).
     """
-    bias = self.relpos_bias(positions, key_positions)
+    bias = None if self.config.relpos_per_layer else self.relpos_bias(positions, key_positions)
     x = self._embedding()(tokens)
     new_kv = []
     for i, layer in enumerate(self.layers):
       cross = None if cross_kv is None else (cross_kv[i], cross_mask)
-      x, layer_kv = layer(x, mask, bias, None if kv is None else kv[i], index, cross)
+      x, layer_kv = layer(x, mask, bias, None if kv is None else kv[i], index, cross,
+                          positions, key_positions)
       new_kv.append(layer_kv)
     return self.decoder_norm(x), new_kv
 

@@ -26,10 +26,11 @@ def gin_file(name: str) -> str:
   return f"models/tiny/{name.replace('-', '_')}.gin"
 
 
-def init_tiny(out: os.PathLike | str, seed: int = 0,
-              sizes: tuple[str, ...] = SIZES) -> pathlib.Path:
+def init_tiny(out: os.PathLike | str, seed: int = 0, sizes: tuple[str, ...] = SIZES,
+              checkpoint_format: str = "legacy") -> pathlib.Path:
   """Writes the family (checkpoints + manifest.json) to `out`; returns the manifest path.
-  `sizes` selects some of SIZES (tests use the smaller ones).
+  `sizes` selects some of SIZES (tests use the smaller ones); `checkpoint_format` is one
+  of `checkpoints.FORMATS` (T5X's legacy layout or its Orbax layout).
 
   Built in a temporary directory beside `out` and renamed into place, so an interrupted
   run leaves no half-made family.
@@ -45,7 +46,8 @@ def init_tiny(out: os.PathLike | str, seed: int = 0,
       i = SIZES.index(name)
       model = build(load_config(family.GIN_DIR / gin_file(name)))
       params = model.init(jax.random.PRNGKey(seed + i))
-      checkpoints.write_checkpoint(tmp / name, params, step=0, dtype="float32")
+      checkpoints.write_checkpoint(tmp / name, params, step=0, dtype="float32",
+                                   format=checkpoint_format)
       entries.append({"name": name, "architecture": model.architecture, "gin": gin_file(name),
                       "checkpoint": f"{name}/checkpoint_0", "vocabulary": {"type": "byte"},
                       "n_params": model.num_params(), "train_tokens": None,

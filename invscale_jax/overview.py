@@ -1,0 +1,149 @@
+"""A results directory at a glance: one line per run, as a terminal table and as INDEX.md.
+
+`invscale score` prints the table when it ends and rewrites `RESULTS/INDEX.md`, so a
+person finds "tiny-4, memo-trap, 1_shot" without opening run.json files; `invscale results
+RESULTS` does both for existing results. The run key stays the identity (the directory
+under runs/); the index only points at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+from invscale_jax import records as records_lib
+from invscale_jax import results, storage
+from invscale_jax.report import metrics as metrics_lib
+from invscale_jax.report.errors import ReportError
+
+INDEX = "INDEX.md"
+COMPLETE, PARTIAL, TODO = "complete", "partial", "to do"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLine:
+  """One run: what it is, how far it got and its headline number."""
+
+  model: str
+  task: str
+  variant: str
+  key: str
+  status: str  # COMPLETE, PARTIAL or TODO
+  n_done: int  # examples with records
+  n_examples: int | None
+  metric: str  # "accuracy" or "sequence loss"
+  value: float | None
+  unparseable: float | None  # chain of thought: share of answers not parsed
+  note: str = ""  # why a run is not complete, when something is wrong
+
+  @property
+  def where(self) -> str:
+    return f"{results.RUNS}/{self.key}"
+
+
+def _headline(recs: Sequence[records_lib.Record]) -> tuple[str, float | None, float | None]:
+  """(metric, value, unparseable rate) of the examples with all their records."""
+  if not recs:
+    return "accuracy", None, None
+  try:
+    m = metrics_lib.example_metrics(recs, strict=False)
+  except ReportError:
+    return "accuracy", None, None
+  mean = lambda name: float(np.mean(m.values[name])) if len(m.example_ids) else None
+  if m.answers is None:
+    return "sequence loss", mean("loss"), None
+  return "accuracy", mean("accuracy"), mean("unparseable_rate") if (
+      "unparseable_rate" in m.values) else None
+
+
+def run_line(directory: str) -> RunLine:
+  """The line of one run directory (damaged chunks are left out and named in `note`)."""
+  info = results.read_run_info(directory)
+  problem = results.verify_complete(directory, info)
+  found = results.scan(directory, info, quiet=True)
+  notes = [] if problem in (None, results.NO_MARKER) else [problem]
+  notes += [f"{name}: {why}" for name, why in found.bad]
+  status = COMPLETE if problem is None else PARTIAL if found.done else TODO
+  metric, value, unparseable = _headline(found.records)
+  model = info.get("model", {})
+  return RunLine(model=str(model.get("name", "?")) if isinstance(model, dict) else "?",
+                 task=str(info.get("task")), variant=str(info.get("variant")),
+                 key=storage.basename(directory), status=status, n_done=len(found.done),
+                 n_examples=info.get("n_examples"), metric=metric, value=value,
+                 unparseable=unparseable, note="; ".join(notes))
+
+
+def lines(results_dir: str) -> list[RunLine]:
+  """Every run under RESULTS, sorted by model, task and variant."""
+  found = [run_line(d) for d in results.run_dirs(results_dir)]
+  return sorted(found, key=lambda r: (r.model, r.task, r.variant, r.key))
+
+
+def _value(line: RunLine) -> str:
+  if line.value is None:
+    return "-"
+  return f"{100 * line.value:.1f}%" if line.metric == "accuracy" else f"{line.value:.3f}"
+
+
+def _examples(line: RunLine) -> str:
+  return f"{line.n_done}" if line.n_examples in (None, line.n_done) else (
+      f"{line.n_done}/{line.n_examples}")
+
+
+def _cells(line: RunLine) -> list[str]:
+  unparseable = "-" if line.unparseable is None else f"{100 * line.unparseable:.0f}%"
+  metric = "acc" if line.metric == "accuracy" else "seq loss"
+  return [line.model, f"{line.task}.{line.variant}", line.status, _examples(line),
+          f"{metric} {_value(line)}", unparseable, line.where]
+
+
+HEADER = ["model", "task.variant", "status", "examples", "result", "unparseable", "records"]
+
+
+def table(found: Sequence[RunLine], results_dir: str) -> str:
+  """A fixed-width table for the terminal (records paths relative to RESULTS)."""
+  rows = [HEADER] + [_cells(line) for line in found]
+  widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+  text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+  notes = [f"  {line.model} {line.task}.{line.variant}: {line.note}" for line in found
+           if line.note]
+  return "\n".join([f"results in {results_dir}", *text, *notes]) + "\n"
+
+
+def _markdown_cell(text: str) -> str:
+  return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def index_markdown(found: Sequence[RunLine]) -> str:
+  head = ["# Results index", "",
+          "One line per run (model x task x prompt variant); `records` is the run's directory, "
+          "named by its run key. Rewritten by `invscale score` and `invscale results`.", "",
+          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+  body = []
+  for line in found:
+    cells = [_markdown_cell(c) for c in _cells(line)]
+    cells[-1] = f"[{cells[-1]}]({line.where}/)"
+    body.append("| " + " | ".join(cells) + " |")
+  return "\n".join(head + body) + "\n"
+
+
+def write_index(results_dir: str, found: Sequence[RunLine]) -> str:
+  """Rewrites RESULTS/INDEX.md in one write (readers see the old or the new index)."""
+  path = storage.join(results_dir, INDEX)
+  storage.write_text(path, index_markdown(found))
+  return path
+
+
+def show(results_dir: str, quiet: bool = False) -> list[RunLine]:
+  """Writes INDEX.md and (unless `quiet`) prints the table to stdout."""
+  results_dir = storage.absolute(results_dir)
+  if not storage.is_dir(storage.join(results_dir, results.RUNS)):
+    raise FileNotFoundError(f"{results_dir}: no results here (expected {results.RUNS}/)")
+  found = lines(results_dir)
+  write_index(results_dir, found)
+  if not quiet:
+    print(table(found, os.fspath(results_dir)), end="")
+  return found
