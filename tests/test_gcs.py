@@ -8,6 +8,7 @@ added (`gcs_emulator`); our code reaches it only through tensorstore's `gcs` dri
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -19,10 +20,11 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import (RunCli, ScoreCli, assert_same_records, bucket_results, read_results,
-                      select, upload, without_run_keys)
-from invscale_jax import results, storage
+from conftest import (T5X_CONFIG_GIN, RunCli, ScoreCli, assert_same_records, bucket_results,
+                      read_results, select, upload, without_run_keys)
+from invscale_jax import family, results, storage, vocab
 from invscale_jax.checkpoints import count_params, layout, legacy, read_checkpoint, write_checkpoint
+from invscale_jax.models import load_config, t5x_gin
 from invscale_jax.report import output
 
 ONE_TASK = ("--tasks", "memo-trap", "--variants", "zero_shot", "--tokens_per_batch", "1024")
@@ -165,6 +167,47 @@ def test_a_slice_of_a_parameter_reads_only_its_chunks(gcs, bucket: str, tmp_path
   np.testing.assert_array_equal(source.read((slice(16, 24), slice(None))), embedding[16:24])
   chunk_reads = [r for r in gcs.requests()[before:] if "embedding%2F" in r and ".zarray" not in r]
   assert len(chunk_reads) == 1 and "embedding%2F2.0?" in chunk_reads[0], chunk_reads
+
+
+def test_model_gin_files_and_vocabularies_in_a_bucket(bucket: str, tmp_path) -> None:
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tokenizers  # pylint: disable=g-import-not-at-top
+
+  ours = f"{bucket}/gin/tiny.gin"
+  storage.write_text(ours, "include 'models/tiny/tiny_1.gin'\nModelConfig.num_layers = 3\n")
+  storage.write_text(f"{bucket}/gin/outer.gin", f"include '{ours}'\nModelConfig.dtype = 'float32'\n")
+  expected = load_config(family.GIN_DIR / "models/tiny/tiny_1.gin",
+                         ["ModelConfig.num_layers = 3", "ModelConfig.dtype = 'float32'"])
+  assert load_config(f"{bucket}/gin/outer.gin") == expected
+  (tmp_path / "config.gin").write_text(T5X_CONFIG_GIN)
+  storage.write_text(f"{bucket}/t5x/config.gin", T5X_CONFIG_GIN)
+  storage.write_text(f"{bucket}/t5x/sizes/model.gin", "include 'config.gin'\nDROPOUT_RATE = 0.1\n")
+  assert t5x_gin.is_t5x_gin(f"{bucket}/t5x/sizes/model.gin")  # the include is found above it
+  assert (t5x_gin.read(f"{bucket}/t5x/sizes/model.gin").fields
+          == t5x_gin.read(tmp_path / "config.gin").fields)
+
+  texts = ["Question: is the sky blue? Answer: yes", "The quick brown fox jumps."] * 20
+  model = io.BytesIO()
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=model, vocab_size=288, pad_id=0, eos_id=1,
+      unk_id=2, bos_id=-1, byte_fallback=True, minloglevel=2)
+  (tmp_path / "spm.model").write_bytes(model.getvalue())
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.train_from_iterator(texts, tokenizers.trainers.BpeTrainer(
+      vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  upload(tmp_path, f"{bucket}/vocab")
+  for kind, name in (("sentencepiece", "spm.model"), ("hf_tokenizer", "tokenizer.json")):
+    remote = vocab.from_spec({"type": kind, "path": f"{bucket}/vocab/{name}"})
+    local = vocab.from_spec({"type": kind, "path": str(tmp_path / name)})
+    assert remote.encode(texts[0]) == local.encode(texts[0]) and remote.vocab_size == local.vocab_size
+    assert (vocab.spec_id({"type": kind, "path": f"{bucket}/vocab/{name}"})
+            == vocab.spec_id({"type": kind, "path": str(tmp_path / name)}))
+  remote = vocab.from_spec({"type": "sentencepiece", "path": f"{bucket}/vocab/spm.model"})
+  assert remote == seqio.SentencePieceVocabulary(f"{bucket}/vocab/spm.model")  # as T5X's
 
 
 # ---------------------------------------------------------------------------- scoring
