@@ -100,9 +100,8 @@ def _source(source: str, checkpoints: list[str], step: int | None
 def _vocabulary(source: str, spec: dict[str, Any] | None) -> dict[str, Any]:
   if spec is None:
     raise ValueError(f"{source}: the gin file names no vocabulary: pass --vocabulary")
-  if spec["type"] != "byte" and not os.path.isfile(spec["path"]):
-    raise ValueError(f"{source}: vocabulary {spec['path']} is not a local file: copy it "
-                     "and pass --vocabulary PATH")
+  if spec["type"] != "byte" and not storage.is_file(spec["path"]):
+    raise ValueError(f"{source}: vocabulary {spec['path']} not found: pass --vocabulary PATH")
   return spec
 
 
