@@ -96,7 +96,8 @@ def _build(kind: str, path: str | None) -> seqio.Vocabulary:
   if kind == "byte":
     return seqio.ByteVocabulary()
   if kind == "sentencepiece":
-    return (SentencePieceVocabulary if storage.is_url(path) else seqio.SentencePieceVocabulary)(path)
+    remote = storage.is_url(path)
+    return (SentencePieceVocabulary if remote else seqio.SentencePieceVocabulary)(path)
   if kind == "hf_tokenizer":
     return HfTokenizerVocabulary(path)
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")

@@ -176,7 +176,8 @@ def test_model_gin_files_and_vocabularies_in_a_bucket(bucket: str, tmp_path) -> 
 
   ours = f"{bucket}/gin/tiny.gin"
   storage.write_text(ours, "include 'models/tiny/tiny_1.gin'\nModelConfig.num_layers = 3\n")
-  storage.write_text(f"{bucket}/gin/outer.gin", f"include '{ours}'\nModelConfig.dtype = 'float32'\n")
+  storage.write_text(f"{bucket}/gin/outer.gin",
+                     f"include '{ours}'\nModelConfig.dtype = 'float32'\n")
   expected = load_config(family.GIN_DIR / "models/tiny/tiny_1.gin",
                          ["ModelConfig.num_layers = 3", "ModelConfig.dtype = 'float32'"])
   assert load_config(f"{bucket}/gin/outer.gin") == expected
@@ -203,7 +204,8 @@ def test_model_gin_files_and_vocabularies_in_a_bucket(bucket: str, tmp_path) -> 
   for kind, name in (("sentencepiece", "spm.model"), ("hf_tokenizer", "tokenizer.json")):
     remote = vocab.from_spec({"type": kind, "path": f"{bucket}/vocab/{name}"})
     local = vocab.from_spec({"type": kind, "path": str(tmp_path / name)})
-    assert remote.encode(texts[0]) == local.encode(texts[0]) and remote.vocab_size == local.vocab_size
+    assert remote.encode(texts[0]) == local.encode(texts[0])
+    assert remote.vocab_size == local.vocab_size
     assert (vocab.spec_id({"type": kind, "path": f"{bucket}/vocab/{name}"})
             == vocab.spec_id({"type": kind, "path": str(tmp_path / name)}))
   remote = vocab.from_spec({"type": "sentencepiece", "path": f"{bucket}/vocab/spm.model"})
@@ -300,7 +302,8 @@ def test_commands_name_the_url_they_cannot_use(run_cli: RunCli, family_in_bucket
   result = run_cli("data", "validate", task)
   assert result.code == 1 and result.err.splitlines()[0] == f"{task}:0: file: not found"
   result = run_cli("data", "status", "--data_dir", family_in_bucket.data)
-  assert result.code == 0 and "0 verified, 3 differ from the official release, 8 missing" in result.out
+  assert result.code == 0
+  assert "0 verified, 3 differ from the official release, 8 missing" in result.out
 
 
 # ---------------------------------------------------------------------------- the report

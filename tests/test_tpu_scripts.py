@@ -13,6 +13,7 @@ its installed packages instead of downloading them, and installs the clone with 
 
 from __future__ import annotations
 
+import ast
 import os
 import pathlib
 import shutil
@@ -169,7 +170,8 @@ def test_score_pod_scores_from_and_into_a_bucket(installed: dict[str, str], fami
           "--chunk_size", "8", "--tokens_per_batch", "1024")
   result = run(installed, str(REPO / "tpu_scripts" / "score_pod.sh"), TPU, ZONE, "--", *argv)
   assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-  command = eval(pathlib.Path(installed["FAKE_GCLOUD_LOG"]).read_text().splitlines()[-1])[-1]  # pylint: disable=eval-used
+  calls = pathlib.Path(installed["FAKE_GCLOUD_LOG"]).read_text().splitlines()
+  command = ast.literal_eval(calls[-1])[-1]
   assert command.split() == ["cd", "invscale-jax", "&&", "INVSCALE_TPU_POD=1",
                              ".venv/bin/invscale", "score", *argv]  # gs:// URLs unchanged
   (run_dir,) = results.run_dirs(out)

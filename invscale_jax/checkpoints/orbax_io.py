@@ -20,7 +20,8 @@ sharded restore reads only each device's slice, as for legacy checkpoints.
 OrbaxCheckpointManagerInterface): an Orbax CheckpointManager over the model dir with step
 prefix `checkpoint`, one item `state` saved by a PyTree handler with OCDBT, holding
 `{"target": params, "state": {"step": step}}`: the state T5X restores for inference
-(infer.py and eval.py build no optimizer; `InferenceState.state_dict()`)."""
+(infer.py and eval.py build no optimizer; `InferenceState.state_dict()`).
+"""
 
 from __future__ import annotations
 
