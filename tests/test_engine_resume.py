@@ -130,7 +130,7 @@ def test_run_keys_follow_what_determines_the_numbers(
   assert plan_keys(tiny_family, small_data_dir, plan.ScoringOptions(bos="0")) == base
   for change in (dict(max_length=512), dict(seed=1), dict(tokenization="joint"),
                  dict(dtype="bfloat16"), dict(token_logprobs=True), dict(bos="none"),
-                 dict(bos="3")):
+                 dict(bos="3"), dict(limit=5)):
     options = dataclasses.replace(plan.ScoringOptions(), **change)
     keys = plan_keys(tiny_family, small_data_dir, options)
     assert all(keys[k] != base[k] for k in base), change
@@ -189,6 +189,19 @@ def test_an_option_that_changes_numbers_writes_a_new_run(
   assert got.keys() == expected.keys()
   diff = max(abs(got[k].logprob - expected[k].logprob) for k in got)
   assert (diff > 1e-3) == changes_numbers, diff
+
+
+def test_limit_scores_the_first_examples_as_their_own_run(
+    score_here, reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
+  out = copy_results(reference_results, tmp_path / "results")
+  score_here(out, *ONE_TASK_ARGS, "--variants", "zero_shot", "--limit", "5")
+  [limited] = [d for d in run_dirs(out) if results.read_run_info(d)["options"]["limit"] == 5]
+  got = read_results(out, [limited])
+  assert sorted({k[3] for k in got}) == [0, 1, 2, 3, 4]
+  expected = select(read_results(reference_results), ("tiny-1",), ("memo-trap",), ("zero_shot",))
+  key = limited.name  # records are the reference run's, under their own run key
+  assert_same_records(got, {k: dataclasses.replace(v, run_key=key)
+                            for k, v in expected.items() if k[3] < 5}, SAME_RUN_ATOL)
 
 
 def test_speed_options_keep_the_key_and_resume_a_partial_run(

@@ -46,6 +46,7 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
       ("temperature", isinstance(o.temperature, (int, float)) and not isinstance(
           o.temperature, bool) and math.isfinite(o.temperature) and o.temperature >= 0,
        "must be a number >= 0 (0: greedy)"),
+      ("limit", _is_int(o.limit, 0), "must be an integer >= 0 (0: every example)"),
       ("chunk_size", _is_int(o.chunk_size, 1), "must be an integer >= 1"),
       ("tokens_per_batch", _is_int(o.tokens_per_batch, 1), "must be an integer >= 1"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
@@ -68,6 +69,7 @@ class ScoringOptions:
   temperature: float = 0.0  # CoT: 0 = greedy
   cot_score: bool = True  # CoT: also rank-classify the classes after the generated rationale
   generate: bool = False  # decode and parse every classification run, no scoring (`generate`)
+  limit: int = 0  # score only the first `limit` examples of each task (0: all)
   chunk_size: int = 256  # examples per result chunk (speed only)
   tokens_per_batch: int = 8192  # speed only
   pack: bool = True  # speed only: several examples per row
@@ -182,11 +184,13 @@ def work_tokens(options: ScoringOptions, run: Run, requests: Sequence[Request]) 
 
 def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions,
                  data_dir: pathlib.Path) -> list[Request]:
-  """A run's requests: its SeqIO task's rows, tokenized with the model's vocabulary."""
+  """A run's requests: its SeqIO task's rows, tokenized with the model's vocabulary (the
+  first `limit` examples; few-shot demonstrations are still drawn from all of them)."""
   o = options
   task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, o.max_length,
                             o.generation_length if generates(o, run) else 0, data_dir)
-  return from_task(task, vocabulary, o.tokenization, o.max_length, run.bos_id)
+  requests = from_task(task, vocabulary, o.tokenization, o.max_length, run.bos_id)
+  return requests[:o.limit] if o.limit else requests
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:

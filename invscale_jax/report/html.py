@@ -11,11 +11,11 @@ from invscale_jax.report import shapes
 from invscale_jax.report import tables
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-img { max-width: 100%; }
+img.curves { width: 100%; height: auto; }
 td.inverse, td.U-shaped { background: #fde2e1; }
 td.positive { background: #e1f5e1; }
 td.inverted-U { background: #fff2cc; }
@@ -59,7 +59,7 @@ def render(title: str, header: Sequence[str], sections: Sequence[tables.Section]
            "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in header) + "</ul>"]
   if png is not None:
     data = base64.b64encode(png).decode("ascii")
-    parts.append(f'<img alt="scaling curves" src="data:image/png;base64,{data}">')
+    parts.append(f'<img class="curves" alt="scaling curves" src="data:image/png;base64,{data}">')
   for s in sections:
     parts.append(f"<h2>{html.escape(s.title)}</h2>")
     if s.text:

@@ -20,7 +20,7 @@ from invscale_jax.report.external import AVERAGE
 from invscale_jax.report.tables import metric_for
 
 _MARKERS = "osD^vP*Xh"
-_NCOLS = 4
+_NCOLS = 3  # at most; a square-ish grid keeps each panel readable
 
 
 def _panels(a: Analysis, metric: str) -> list[str]:
@@ -52,7 +52,7 @@ def figure(a: Analysis, metric: str) -> Figure:
                     key=variant_order)
   color = {v: f"C{i % 10}" for i, v in enumerate(variants)}
   marker = {f: _MARKERS[i % len(_MARKERS)] for i, f in enumerate(families)}
-  ncols = min(_NCOLS, max(len(tasks), 1))
+  ncols = min(_NCOLS, max(1, math.ceil(math.sqrt(len(tasks)))))
   nrows = max(1, math.ceil(len(tasks) / ncols))
   fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.8), layout="constrained")
   axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
