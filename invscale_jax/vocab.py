@@ -9,7 +9,6 @@ A vocabulary is described by a small dict (the `vocabulary` field of a family ma
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Sequence
 
@@ -17,8 +16,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from invscale_jax import gin_macros, storage
-from invscale_jax.data import datadir
+from invscale_jax import storage, vocab_spec
 
 
 class HfTokenizerVocabulary(seqio.Vocabulary):
@@ -103,23 +101,12 @@ def _build(kind: str, path: str | None) -> seqio.Vocabulary:
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")
 
 
-def _file(spec: dict[str, Any]) -> tuple[str, str]:
-  """(path, what to call it in errors) of a file-based vocabulary; missing -> FileNotFoundError.
-  The spec's optional `source` (set by `family.load`: manifest and model) starts the name."""
-  path = spec.get("path")
-  where = f"{spec['source']}: " if spec.get("source") else ""
-  what = f"{where}vocabulary.path: {path}"
-  if not (path and storage.is_file(path)):
-    raise FileNotFoundError(f"{what}: no such {spec.get('type')} file")
-  return path, what
-
-
 def from_spec(spec: dict[str, Any]) -> seqio.Vocabulary:
   """Builds (once per spec) the vocabulary a manifest entry describes."""
   kind = spec.get("type")
   if kind not in ("sentencepiece", "hf_tokenizer"):
     return _build(kind, None)  # bytes, or an error naming the unknown type
-  path, what = _file(spec)
+  path, what = vocab_spec.vocabulary_file(spec)
   try:
     vocabulary = _build(kind, path)
     vocabulary.vocab_size  # pylint: disable=pointless-statement  (reads the file now)
@@ -129,18 +116,8 @@ def from_spec(spec: dict[str, Any]) -> seqio.Vocabulary:
   return vocabulary
 
 
-def spec_id(spec: dict[str, Any]) -> str:
-  """A stable identity of a vocabulary for run keys: its type and its file's sha256."""
-  if spec.get("type") == "byte":
-    return "byte"
-  return f"{spec['type']}:{datadir.sha256_of(_file(spec)[0])}"
-
-
-ENV_VAR = gin_macros.VOCABULARY  # the environment variable has the gin macro's name
-
-
 class ConfiguredVocabulary(seqio.Vocabulary):
-  """The vocabulary `configured_spec()` names, resolved at first use (so gin bindings
+  """The vocabulary `vocab_spec.configured_spec()` names, resolved at first use (so gin bindings
   parsed after `import seqio_tasks` still apply, as in a T5X run).
 
   It compares (and hashes) equal to the vocabulary it resolves to, as T5X's check that a
@@ -152,7 +129,7 @@ class ConfiguredVocabulary(seqio.Vocabulary):
 
   @functools.cached_property
   def inner(self) -> seqio.Vocabulary:
-    return from_spec(configured_spec())
+    return from_spec(vocab_spec.configured_spec())
 
   bos_id = property(lambda self: self.inner.bos_id)
   eos_id = property(lambda self: self.inner.eos_id)
@@ -182,24 +159,3 @@ class ConfiguredVocabulary(seqio.Vocabulary):
 
   def __str__(self) -> str:
     return f"ConfiguredVocabulary({self.inner})"
-
-
-def spec_of(value: Any) -> dict[str, Any]:
-  """A vocabulary spec from a setting: a spec dict or its JSON, "byte", or a tokenizer
-  file (a `.model` file is SentencePiece, anything else a Hugging Face tokenizer.json).
-  Paths are kept as given, so a T5X model's `SentencePieceVocabulary(path)` equals ours."""
-  if isinstance(value, dict):
-    return dict(value)
-  text = str(value)
-  if text.lstrip().startswith("{"):
-    return json.loads(text)
-  if text == "byte":
-    return {"type": "byte"}
-  return {"type": "sentencepiece" if text.endswith(".model") else "hf_tokenizer", "path": text}
-
-
-def configured_spec() -> dict[str, Any]:
-  """Vocabulary of the registered SeqIO tasks: the gin macro INVSCALE_VOCABULARY, else
-  $INVSCALE_VOCABULARY, else bytes."""
-  setting = gin_macros.value(gin_macros.VOCABULARY) or os.environ.get(ENV_VAR)
-  return spec_of(setting) if setting else {"type": "byte"}

@@ -32,18 +32,17 @@ ATOL = 1e-5
 
 # ---------------------------------------------------------------------------- sharded mesh
 
-MODEL_PARALLEL = "make_mesh.model_parallel = 2"
+MODEL_PARALLEL = ("--model_parallel", "2")
 # `python -c SHARDED NAME ARGV...` runs `invscale ARGV...` after printing, as a JSON line,
-# how the mesh of ARGV's --gin_bindings shards the parameters of model NAME and a batch.
+# how the mesh of ARGV's --model_parallel shards the parameters of model NAME and a batch.
 SHARDED = """
 import json, sys
-import gin, jax, numpy as np
+import jax, numpy as np
 from invscale_jax import cli, family
-from invscale_jax.engine import commands, loading, partitioning
+from invscale_jax.engine import loading, partitioning
 name, argv = sys.argv[1], sys.argv[2:]
 flag = lambda f: argv[argv.index(f) + 1]
-commands.parse_gin(None, [flag("--gin_bindings")])
-mesh = partitioning.make_mesh()
+mesh = partitioning.make_mesh(int(flag("--model_parallel")))
 loaded = loading.load_model(family.load(flag("--family")).get(name), "float32", mesh)
 def describe(x):
   return {"spec": [None if a is None else str(a) for a in x.sharding.spec],
@@ -55,7 +54,6 @@ params = {jax.tree_util.keystr(p): describe(x)
 batch = partitioning.to_global(np.zeros((8, 32), np.int32), partitioning.batch_sharding(mesh))
 print("SHARDING", json.dumps({"mesh": dict(mesh.shape), "params": params,
                               "batch": describe(batch)}), flush=True)
-gin.clear_config()
 sys.exit(cli.main(argv))
 """
 
@@ -98,7 +96,7 @@ def test_sharded_mesh_gives_the_single_device_records(
   """`invscale score` on 8 devices as (4 data, 2 model), tiny-2's loaded parameters
   checked to be sharded, equals the single-device run."""
   out = tmp_path / "results"
-  argv = score_cli.argv(out, *SCORE_ARGS, "--gin_bindings", MODEL_PARALLEL)
+  argv = score_cli.argv(out, *SCORE_ARGS, *MODEL_PARALLEL)
   result = Job([sys.executable, "-c", SHARDED, "tiny-2", *argv], score_cli.env(devices=8),
                tmp_path / "sharded.log").finish(300)
   assert result.code == 0, result.out

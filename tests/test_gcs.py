@@ -22,7 +22,7 @@ import pytest
 
 from conftest import (T5X_CONFIG_GIN, RunCli, ScoreCli, assert_same_records, bucket_results,
                       read_results, select, upload, without_run_keys)
-from invscale_jax import family, results, storage, vocab
+from invscale_jax import family, results, storage, vocab, vocab_spec
 from invscale_jax.checkpoints import count_params, layout, legacy, read_checkpoint, write_checkpoint
 from invscale_jax.models import load_config, t5x_gin
 from invscale_jax.report import output
@@ -206,8 +206,8 @@ def test_model_gin_files_and_vocabularies_in_a_bucket(bucket: str, tmp_path) -> 
     local = vocab.from_spec({"type": kind, "path": str(tmp_path / name)})
     assert remote.encode(texts[0]) == local.encode(texts[0])
     assert remote.vocab_size == local.vocab_size
-    assert (vocab.spec_id({"type": kind, "path": f"{bucket}/vocab/{name}"})
-            == vocab.spec_id({"type": kind, "path": str(tmp_path / name)}))
+    assert (vocab_spec.identity({"type": kind, "path": f"{bucket}/vocab/{name}"})
+            == vocab_spec.identity({"type": kind, "path": str(tmp_path / name)}))
   remote = vocab.from_spec({"type": "sentencepiece", "path": f"{bucket}/vocab/spm.model"})
   assert remote == seqio.SentencePieceVocabulary(f"{bucket}/vocab/spm.model")  # as T5X's
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import seqio_tasks
 from conftest import FIXTURE_DATA
-from invscale_jax import vocab
+from invscale_jax import vocab, vocab_spec
 from invscale_jax.data import datadir, loader
 from seqio_tasks import tasks as tasks_lib
 
@@ -94,8 +94,8 @@ def test_from_spec_and_spec_id(tokenizer_path: pathlib.Path,
   assert isinstance(built, vocab.HfTokenizerVocabulary) and built == hf_vocab
   assert hash(built) == hash(hf_vocab)
   digest = hashlib.sha256(tokenizer_path.read_bytes()).hexdigest()
-  assert vocab.spec_id(spec) == f"hf_tokenizer:{digest}"
-  assert vocab.spec_id({"type": "byte"}) == "byte"
+  assert vocab_spec.identity(spec) == f"hf_tokenizer:{digest}"
+  assert vocab_spec.identity({"type": "byte"}) == "byte"
   with pytest.raises(FileNotFoundError, match="vocabulary.path"):
     vocab.from_spec({"type": "hf_tokenizer", "path": str(tokenizer_path.parent / "nope.json")})
 
@@ -144,7 +144,7 @@ def test_configured_vocabulary_hashes_like_its_vocabulary(clean_gin: None, token
                                                          hf_vocab, monkeypatch) -> None:
   import gin  # pylint: disable=g-import-not-at-top
 
-  monkeypatch.delenv(vocab.ENV_VAR, raising=False)
+  monkeypatch.delenv(vocab_spec.ENV_VAR, raising=False)
   gin.parse_config(f"INVSCALE_VOCABULARY = {{'type': 'hf_tokenizer', 'path': '{tokenizer_path}'}}")
   configured = vocab.ConfiguredVocabulary()
   assert configured == hf_vocab and hash(configured) == hash(hf_vocab)

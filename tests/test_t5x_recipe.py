@@ -356,9 +356,9 @@ def test_configured_vocabulary_equals_what_it_resolves_to(clean_gin, spm_model, 
   import gin  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
 
-  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top
+  from invscale_jax import vocab, vocab_spec  # pylint: disable=g-import-not-at-top
 
-  monkeypatch.delenv(vocab.ENV_VAR, raising=False)
+  monkeypatch.delenv(vocab_spec.ENV_VAR, raising=False)
   sentencepiece = seqio.SentencePieceVocabulary(str(spm_model))
   configured = vocab.ConfiguredVocabulary()
   assert configured == seqio.ByteVocabulary() and configured != sentencepiece
@@ -371,7 +371,7 @@ def test_configured_vocabulary_equals_what_it_resolves_to(clean_gin, spm_model, 
   assert configured != seqio.SentencePieceVocabulary(f"{spm_model.parent}/./{spm_model.name}")
   assert configured == vocab.ConfiguredVocabulary()
   assert configured.encode("Hello there") == sentencepiece.encode("Hello there")
-  monkeypatch.setenv(vocab.ENV_VAR, str(spm_model))  # the environment variable still works
+  monkeypatch.setenv(vocab_spec.ENV_VAR, str(spm_model))  # the environment variable still works
   gin.clear_config()
   assert vocab.ConfiguredVocabulary() == sentencepiece
 

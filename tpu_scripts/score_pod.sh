@@ -10,7 +10,7 @@
 # reads the manifest, its checkpoints (each only the slices its devices hold) and the task
 # files from the bucket, with the TPU VM's service account. A local --family or --data_dir
 # must exist on every host, a local --out is on host 0's disk.
-# Model parallelism: add --gin_bindings make_mesh.model_parallel=N.
+# Model parallelism: add --model_parallel N.
 set -euo pipefail
 TPU=${1:?usage: score_pod.sh TPU_NAME ZONE -- INVSCALE_SCORE_ARGS...}
 ZONE=${2:?usage: score_pod.sh TPU_NAME ZONE -- INVSCALE_SCORE_ARGS...}

@@ -74,12 +74,12 @@ def _tasks_list(args: argparse.Namespace) -> int:
 
 def _tasks_lengths(args: argparse.Namespace) -> int:
   import seqio_tasks  # pylint: disable=g-import-not-at-top
-  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top
+  from invscale_jax import vocab, vocab_spec  # pylint: disable=g-import-not-at-top
   from seqio_tasks import lengths  # pylint: disable=g-import-not-at-top
 
   name = args.task if ":" in args.task else f"{seqio_tasks.tasks.PREFIX}:{args.task}"
   spec, variant = seqio_tasks.parse_task_name(name)
-  vocabulary = vocab.from_spec(vocab.spec_of(args.vocabulary or "byte"))
+  vocabulary = vocab.from_spec(vocab_spec.spec_of(args.vocabulary or "byte"))
   options = seqio_tasks.tasks.PromptOptions(args.seed, args.max_length or None)
   task = seqio_tasks.build_task(spec.name, variant.name, vocabulary, options,
                                 str(datadir.resolve(args.data_dir)))

@@ -10,18 +10,17 @@ import argparse
 import dataclasses
 
 import gin
-import jax
 
 from invscale_jax import family as family_lib
 from invscale_jax import overview, storage
 from invscale_jax.data import datadir
-from invscale_jax.engine import partitioning
+from invscale_jax.engine import hosts
 
 DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
 # Flags that override fields of ScoringOptions when given.
 _OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": int, "seed": int, "dtype": str,
                  "generation_length": int, "temperature": float, "limit": int, "chunk_size": int,
-                 "tokens_per_batch": int}
+                 "tokens_per_batch": int, "model_parallel": int}
 
 
 def _split(value: str | None) -> list[str]:
@@ -47,7 +46,7 @@ def options_from_args(args: argparse.Namespace):
 
 
 def _score(args: argparse.Namespace) -> int:
-  partitioning.initialize_distributed()
+  hosts.initialize()
   parse_gin(args.gin_file, args.gin_bindings)
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
@@ -64,7 +63,7 @@ def _score(args: argparse.Namespace) -> int:
     return 0
   from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
   runner.score_family(family, models, tasks, variants, data_dir, out, options)
-  if jax.process_index() == 0:  # the one host that reads results
+  if hosts.index() == 0:  # the one host that reads results
     overview.show(out, quiet=args.quiet)
   return 0
 
@@ -84,7 +83,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data_dir", help=f"task data directory (default: ${datadir.ENV_VAR})")
   p.add_argument("--out", required=True, help="results directory")
   p.add_argument("--gin_file", action="append", help=f"gin files (default: {DEFAULT_GIN.name})")
-  p.add_argument("--gin_bindings", action="append", help="gin bindings, e.g. make_mesh.model_parallel=2")
+  p.add_argument("--gin_bindings", action="append", help="gin bindings, e.g. 'ScoringOptions.pack = False'")
   for name, kind in _OPTION_FLAGS.items():
     p.add_argument(f"--{name}", type=kind, help=f"override ScoringOptions.{name}")
   p.add_argument("--token_logprobs", action="store_true", help="keep per-token log-probabilities")

@@ -20,11 +20,12 @@ shape (rows and target slots), so the number of compilations stays small.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from invscale_jax.engine.requests import Request
+if TYPE_CHECKING:
+  from invscale_jax.engine.requests import Request
 
 DECODER_START = 0  # T5's decoder start token (encoder-decoder models)
 MIN_BUCKET = 32

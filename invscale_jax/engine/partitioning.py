@@ -9,11 +9,9 @@ same full batch on its side and contributes the slices its devices own).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -36,7 +34,6 @@ LOGICAL_AXIS_RULES = (
 )
 
 
-@gin.configurable
 def make_mesh(model_parallel: int = 1) -> Mesh:
   """All devices (of all hosts) as a (data, model) mesh with `model_parallel` model shards."""
   devices = jax.devices()
@@ -67,20 +64,3 @@ def to_host(array: jax.Array) -> np.ndarray:
   if jax.process_count() == 1:
     return np.asarray(array)
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
-
-
-def initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize` when a multi-host run is configured.
-
-  Reads INVSCALE_COORDINATOR (host:port), INVSCALE_NUM_PROCESSES and INVSCALE_PROCESS_ID;
-  on Cloud TPU VMs with none set, `jax.distributed.initialize()` finds them itself when
-  INVSCALE_TPU_POD=1.
-  """
-  if os.environ.get("INVSCALE_COORDINATOR"):
-    # CPU hosts (tests, clusters without accelerators) need gloo for cross-process collectives.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(os.environ["INVSCALE_COORDINATOR"],
-                               int(os.environ["INVSCALE_NUM_PROCESSES"]),
-                               int(os.environ["INVSCALE_PROCESS_ID"]))
-  elif os.environ.get("INVSCALE_TPU_POD") == "1":
-    jax.distributed.initialize()

@@ -1,5 +1,9 @@
 """What a scoring run will do: its options, and the runs (model x task x variant) it plans.
 
+Planning reads manifests, configs and file hashes only; SeqIO (and with it TensorFlow) is
+imported when a run's requests are built (`requests_for`), so a re-run of complete runs
+never loads it.
+
 A `Run` is one model on one task under one prompt variant, with its run key: a content
 hash of everything that determines its numbers (see `runkey`). `requests_for` builds a
 run's requests from its SeqIO task, tokenized with the model's vocabulary; `record_kinds`
@@ -11,19 +15,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
-import seqio
 
 from invscale_jax import catalog, records, results, storage
-from invscale_jax import vocab as vocab_lib
+from invscale_jax import vocab_spec
 from invscale_jax.data import datadir
 from invscale_jax.data import variants as variants_lib
-from invscale_jax.engine import loading, packing, runkey
-from invscale_jax.engine.requests import Request, from_task
+from invscale_jax.engine import packing, runkey
 from invscale_jax.family import Family, ModelEntry
 from invscale_jax.models import load_config
+
+if TYPE_CHECKING:
+  import seqio
+
+  from invscale_jax.engine.requests import Request
 
 TOKENIZATIONS = ("separate", "joint")
 DTYPES = ("float32", "bfloat16")
@@ -49,6 +56,7 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
       ("limit", _is_int(o.limit, 0), "must be an integer >= 0 (0: every example)"),
       ("chunk_size", _is_int(o.chunk_size, 1), "must be an integer >= 1"),
       ("tokens_per_batch", _is_int(o.tokens_per_batch, 1), "must be an integer >= 1"),
+      ("model_parallel", _is_int(o.model_parallel, 1), "must be an integer >= 1"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
        for name in ("token_logprobs", "cot_score", "generate", "pack")]
   return [(name, problem) for name, ok, problem in checks if not ok]
@@ -73,6 +81,7 @@ class ScoringOptions:
   chunk_size: int = 256  # examples per result chunk (speed only)
   tokens_per_batch: int = 8192  # speed only
   pack: bool = True  # speed only: several examples per row
+  model_parallel: int = 1  # speed only: devices each model is sharded over (the rest: data)
 
   def __post_init__(self):
     for name, problem in _option_problems(self):
@@ -91,7 +100,7 @@ class ScoringOptions:
   def key_parts(self, variant: variants_lib.Variant) -> dict:
     """The options that determine a run's numbers (CoT options only for CoT variants)."""
     d = dataclasses.asdict(self)
-    drop = ["bos", "chunk_size", "tokens_per_batch", "pack"]  # bos: resolved per model
+    drop = ["bos", "chunk_size", "tokens_per_batch", "pack", "model_parallel"]  # bos: per model
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
     if self.generate:
@@ -130,7 +139,7 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
     network = runkey.network_identity(load_config(entry.gin))
-    vocabulary = vocab_lib.spec_id(entry.vocabulary)
+    vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
     bos_id = options.bos_id(entry)
     for spec in specs:
@@ -186,11 +195,12 @@ def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions
                  data_dir: pathlib.Path) -> list[Request]:
   """A run's requests: its SeqIO task's rows, tokenized with the model's vocabulary (the
   first `limit` examples; few-shot demonstrations are still drawn from all of them)."""
+  from invscale_jax.engine import loading, requests  # pylint: disable=g-import-not-at-top
   o = options
   task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, o.max_length,
                             o.generation_length if generates(o, run) else 0, data_dir)
-  requests = from_task(task, vocabulary, o.tokenization, o.max_length, run.bos_id)
-  return requests[:o.limit] if o.limit else requests
+  built = requests.from_task(task, vocabulary, o.tokenization, o.max_length, run.bos_id)
+  return built[:o.limit] if o.limit else built
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import jax
 import tqdm
+
+from invscale_jax.engine import hosts
 
 
 class Bar:
@@ -13,7 +14,7 @@ class Bar:
 
   def __init__(self, description: str, total: int):
     self._bar = tqdm.tqdm(total=total, desc=description, unit="row", file=sys.stderr,
-                          disable=jax.process_index() != 0, dynamic_ncols=True,
+                          disable=hosts.index() != 0, dynamic_ncols=True,
                           mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
   def describe(self, description: str) -> None:

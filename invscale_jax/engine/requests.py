@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import seqio
 
 from invscale_jax import records
+
+if TYPE_CHECKING:  # SeqIO (and TensorFlow) load only where tasks are read
+  import seqio
 
 SEPARATE = "separate"
 JOINT = "joint"

@@ -28,13 +28,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _from_t5x(args: argparse.Namespace) -> int:
-  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top
+  from invscale_jax import vocab_spec  # pylint: disable=g-import-not-at-top
   from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
   numbers = lambda text: [float(x) for x in text.split(",")] if text else None
   path = t5x_dir.write_manifest(
       args.out, args.sources, names=args.name.split(",") if args.name else None,
       checkpoints=args.checkpoint, step=args.step,
-      vocabulary=vocab.spec_of(args.vocabulary) if args.vocabulary else None,
+      vocabulary=vocab_spec.spec_of(args.vocabulary) if args.vocabulary else None,
       train_tokens=numbers(args.train_tokens), train_flops=numbers(args.train_flops),
       family=args.family)
   print(f"wrote {path}")

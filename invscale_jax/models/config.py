@@ -22,7 +22,8 @@ import math
 import os
 from typing import Any, Sequence
 
-import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
 from gin import config_parser
 
 from invscale_jax import family, storage
@@ -75,8 +76,8 @@ class ModelConfig:
       raise ValueError("ModelConfig: gpt_neox has an untied output layer (logits_via_embedding)")
 
   @property
-  def activation_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
+  def activation_dtype(self) -> np.dtype:
+    return np.dtype(ml_dtypes.bfloat16 if self.dtype == "bfloat16" else self.dtype)
 
   @property
   def decoder_layers(self) -> int:

@@ -11,7 +11,6 @@ from invscale_jax.report import analysis
 from invscale_jax.report import external
 from invscale_jax.report import load
 from invscale_jax.report import metrics
-from invscale_jax.report import output
 from invscale_jax.report.errors import ReportError
 
 
@@ -19,6 +18,7 @@ def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
                 externals: Sequence[str] = (),
                 options: analysis.Options = analysis.Options()) -> str | pathlib.Path:
   """Reads, analyses and writes the report; bad input raises before anything is written."""
+  from invscale_jax.report import output  # pylint: disable=g-import-not-at-top  (matplotlib)
   if not results and not externals:
     raise ReportError("nothing to report: give RESULTS directories or --external CSVs")
   output.check_destination(out)  # fail before the work, not after
