@@ -31,7 +31,7 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "gcp-storage-emulator"],
         "hf": ["torch", "transformers", "safetensors"],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
     },

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
 
-from invscale_jax import catalog, records, results
+from invscale_jax import catalog, records, results, storage
 from invscale_jax import vocab_spec
 from invscale_jax.data import datadir
 from invscale_jax.data import variants as variants_lib
@@ -133,7 +133,7 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   entries = [family.get(m) for m in models] if models else list(family.models)
   specs = [catalog.get(t) for t in tasks]
   parsed = [variants_lib.parse(v) for v in variants]
-  missing = [s.name for s in specs if not datadir.task_path(data_dir, s).is_file()]
+  missing = [s.name for s in specs if not storage.is_file(datadir.task_path(data_dir, s))]
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
                             f"run `invscale data download --data_dir {data_dir}`")
