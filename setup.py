@@ -34,6 +34,7 @@ setuptools.setup(
         "test": ["pytest", "pytest-timeout", "gcp-storage-emulator"],
         "hf": ["torch", "transformers", "safetensors"],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
+        "bench": ["lm-eval[hf]==0.4.13"],  # benchmarks/vs_lm_eval.py
     },
     entry_points={"console_scripts": ["invscale=invscale_jax.cli:main"]},
 )
