@@ -29,7 +29,7 @@ import numpy as np
 from gin import config_parser
 
 from invscale_jax import family, storage
-from invscale_jax.models import position, t5x_gin
+from invscale_jax.models import t5x_gin
 
 
 # The stacks of models/decoder.py; T5X's own decoder_only and encoder_decoder are in t5.py.
@@ -162,6 +162,7 @@ class ModelConfig:
   def rotary(self) -> position.Rotary | None:
     """The rotary embedding of the leading int(head_dim * rotary_pct) dims, if any."""
     dims = int(self.head_dim * self.value("rotary_pct"))
+    from invscale_jax.models import position  # pylint: disable=g-import-not-at-top  (Flax)
     return position.Rotary(dims, self.rotary_base, self.rotary_scaling) if dims else None
 
   @property
