@@ -10,7 +10,6 @@ task data and results; writes nothing and takes no lease.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Sequence
 
 from invscale_jax import results
@@ -31,7 +30,7 @@ class Planned:
         f"partial ({self.n_done} of {self.n_examples})" if self.n_done else "to do")
 
 
-def _planned(run: plan_lib.Run, options: plan_lib.ScoringOptions, data_dir: pathlib.Path,
+def _planned(run: plan_lib.Run, options: plan_lib.ScoringOptions, data_dir: str,
              out: str) -> Planned:
   vocabulary = vocab_lib.from_spec(run.entry.vocabulary)
   reqs = plan_lib.requests_for(run, vocabulary, options, data_dir)
@@ -64,7 +63,7 @@ def _duration(seconds: float) -> str:
 
 
 def describe(family, models: Sequence[str] | None, tasks: Sequence[str],
-             variants: Sequence[str], data_dir: pathlib.Path, out: str,
+             variants: Sequence[str], data_dir: str, out: str,
              options: plan_lib.ScoringOptions) -> str:
   """The dry run's report: a line per run and a total."""
   runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)

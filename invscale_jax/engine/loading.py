@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import numpy as np
 import seqio
@@ -75,7 +74,7 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
 
 
 def seqio_task(task: str, variant: str, vocabulary: seqio.Vocabulary, seed: int,
-               max_length: int, generation_length: int, data_dir: pathlib.Path) -> seqio.Task:
+               max_length: int, generation_length: int, data_dir: str) -> seqio.Task:
   """The SeqIO task of (task, variant) tokenized with this model's vocabulary."""
   options = seqio_tasks.tasks.PromptOptions(seed, max_length, generation_length)
   return seqio_tasks.build_task(task, variant, vocabulary, options, str(data_dir))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
@@ -133,7 +132,7 @@ class Run:
 
 
 def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
-         variants: Sequence[str], data_dir: pathlib.Path, options: ScoringOptions) -> list[Run]:
+         variants: Sequence[str], data_dir: str, options: ScoringOptions) -> list[Run]:
   """The runs to do, each with its content-hashed key and run.json contents."""
   entries = [family.get(m) for m in models] if models else list(family.models)
   specs = [catalog.get(t) for t in tasks]
@@ -202,7 +201,7 @@ def work_tokens(options: ScoringOptions, run: Run, requests: Sequence[Request]) 
 
 
 def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions,
-                 data_dir: pathlib.Path) -> list[Request]:
+                 data_dir: str) -> list[Request]:
   """A run's requests: its SeqIO task's rows, tokenized with the model's vocabulary (the
   first `limit` examples; few-shot demonstrations are still drawn from all of them)."""
   from invscale_jax.engine import loading, requests  # pylint: disable=g-import-not-at-top

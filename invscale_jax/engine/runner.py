@@ -14,7 +14,6 @@ results and returns.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import sys
 import threading
 import time
@@ -53,7 +52,7 @@ class _Prepared:
   writer: results.RunWriter | None  # process 0 only
 
 
-def _prepare(run: Run, engine, data_dir: pathlib.Path, out: str,
+def _prepare(run: Run, engine, data_dir: str, out: str,
              keeper: results.LeaseKeeper) -> _Prepared:
   """A run's requests, its lease taken and run.json written, and the chunks still to do."""
   o = engine.options
@@ -116,7 +115,7 @@ def _prefetches(entry, options: ScoringOptions) -> bool:
 
 
 def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
-                 variants: Sequence[str], data_dir: pathlib.Path, out: str,
+                 variants: Sequence[str], data_dir: str, out: str,
                  options: ScoringOptions) -> list[Run]:
   """Scores every selected run that is not complete; returns the runs."""
   runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)
