@@ -31,9 +31,10 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "gcp-storage-emulator"],
         "hf": ["torch", "transformers", "safetensors"],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
+        "bench": ["lm-eval[hf]==0.4.13"],  # benchmarks/vs_lm_eval.py
     },
     entry_points={"console_scripts": ["invscale=invscale_jax.cli:main"]},
 )

@@ -9,12 +9,14 @@ A manifest is a JSON file::
                "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
                "bos_id": 0}, ...]}
 
-Relative `checkpoint`, `hf_dir` and vocabulary paths are relative to the manifest's
-directory; a relative `gin` path is looked up next to the manifest, then in the
-project's `gin/` folder. `n_params` may be omitted (it is then counted from the
-checkpoint by `resolve_n_params`). `bos_id` is the token the model's own pipeline puts
-before every prompt (null: none); when absent it is the architecture's convention,
-`DEFAULT_BOS` (llama has none: its tokenizers differ, so its entries must say).
+Every path may be a `gs://` URL, the manifest's own included (`hf_dir` excepted: torch
+and safetensors read local files). Relative `checkpoint`, `hf_dir` and vocabulary paths
+are relative to the manifest's directory (inside the bucket for a `gs://` manifest); a
+relative `gin` path is looked up next to the manifest, then in the project's `gin/`
+folder. `n_params` may be omitted (it is then counted from the checkpoint by
+`resolve_n_params`). `bos_id` is the token the model's own pipeline puts before every
+prompt (null: none); when absent it is the architecture's convention, `DEFAULT_BOS`
+(llama has none: its tokenizers differ, so its entries must say).
 
 T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
 `"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
@@ -35,6 +37,8 @@ import math
 import os
 import pathlib
 from typing import Any, Callable
+
+from invscale_jax import storage
 
 ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox", "opt", "llama", "gpt2")
 # What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
@@ -97,21 +101,17 @@ class Family:
                         f"(has {', '.join(m.name for m in self.models)})")
 
 
-def _resolve(base: pathlib.Path, p: str) -> str:
+def _resolve(base: str, p: str) -> str:
   if "://" in p:  # a URL, e.g. the gs:// vocabulary a T5X gin file names
     return p
-  path = pathlib.Path(os.path.expanduser(p))
-  return str(path if path.is_absolute() else (base / path).resolve())
+  return storage.resolve(base, p)
 
 
-def _resolve_gin(base: pathlib.Path, p: str) -> str:
-  path = pathlib.Path(p)
-  if path.is_absolute():
-    return str(path)
+def _resolve_gin(base: str, p: str) -> str:
   for root in (base, GIN_DIR):
-    if (root / path).is_file():
-      return str((root / path).resolve())
-  return str((base / path).resolve())
+    if storage.is_file(storage.resolve(root, p)):
+      return storage.resolve(root, p)
+  return storage.resolve(base, p)
 
 
 def _number(where: str, value: Any, field: str, integer: bool = False) -> Any:
@@ -147,20 +147,20 @@ def _bos_id(where: str, m: dict[str, Any]) -> int | None:
 
 def load(path: os.PathLike | str) -> Family:
   """Reads and validates a manifest; every problem raises ManifestError naming the field."""
-  path = pathlib.Path(path)
+  path = os.fspath(path)
   try:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(storage.read_text(path))
   except FileNotFoundError:
     raise ManifestError(f"{path}: manifest not found") from None
   except json.JSONDecodeError as e:
     raise ManifestError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-  except UnicodeDecodeError as e:
-    raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  except storage.StorageError as e:  # not UTF-8 text, or not readable (e.g. permission)
+    raise ManifestError(str(e)) from None
   except RecursionError:
     raise ManifestError(f"{path}: invalid JSON: nested too deeply") from None
   if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not data["models"]:
     raise ManifestError(f"{path}: models: must be a non-empty list")
-  base = path.resolve().parent
+  base = storage.parent(path)
   models, seen = [], set()
   for i, m in enumerate(data["models"]):
     where = f"{path}: models[{i}]"
@@ -209,7 +209,8 @@ def load(path: os.PathLike | str) -> Family:
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
         bos_id=_bos_id(where, m)))
-  return Family(name=_string(str(path), data.get("family", path.stem), "family"),
+  stem = os.path.splitext(storage.basename(path))[0]
+  return Family(name=_string(path, data.get("family", stem), "family"),
                 models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
 

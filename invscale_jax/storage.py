@@ -13,13 +13,21 @@ through tensorstore with `kvstore_spec`. The layer is tensorstore's key-value st
   needed.
 Local files are created with the process umask, as `open` would.
 
-Errors are one line naming the path or URL: `StorageError` (a ValueError), or
-`FileNotFoundError` for a missing file.
+Cloud Storage as tensorstore 0.1.86 sees it: a missing object and an object in a missing
+bucket both read as missing (GCS answers 404 to both), so read errors say "not found"
+naming the URL; a write into a missing bucket fails and says so. A listing that GCS
+refuses (403, or 404 for a missing bucket) comes back from tensorstore as an empty list,
+so an empty listing of a URL is checked with a read, which does report a refusal.
+
+Errors are one line naming the path or URL: `StorageError` (a ValueError),
+`FileNotFoundError` for a missing file, or `IsADirectoryError` for a local directory read
+as a file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import os
@@ -31,10 +39,13 @@ import tensorstore as ts
 
 GCS_PREFIX = "gs://"
 _GCS_URL = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(.*))?")
-# Retries of GCS requests: transient errors are retried with backoff for about a minute,
-# then reported (tensorstore's default keeps retrying for much longer).
-_CONTEXT = ts.Context({"gcs_request_retries": {"max_retries": 6, "initial_delay": "0.2s",
-                                               "max_delay": "16s"}})
+# Retries of GCS requests: transient errors are retried 6 times with backoff (measured:
+# about 13 s in all), then reported (tensorstore's default keeps retrying much longer).
+# One context for every file and checkpoint array: its GCS retries, and a cache for the
+# b-tree nodes of OCDBT databases (Orbax checkpoints), which every array read walks.
+CONTEXT = ts.Context({"gcs_request_retries": {"max_retries": 6, "initial_delay": "0.2s",
+                                              "max_delay": "16s"},
+                      "cache_pool#ocdbt": {"total_bytes_limit": 100_000_000}})
 
 
 class StorageError(ValueError):
@@ -43,6 +54,7 @@ class StorageError(ValueError):
   def __init__(self, path: str, detail: str):
     super().__init__(" ".join(f"{path}: {detail}".split()))
     self.path = path
+    self.detail = " ".join(detail.split())
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -101,7 +113,7 @@ def kvstore_spec(path: str | os.PathLike) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _store(root_spec: tuple[tuple[str, str], ...]) -> ts.KvStore:
-  return ts.KvStore.open(dict(root_spec), context=_CONTEXT).result()
+  return ts.KvStore.open(dict(root_spec), context=CONTEXT).result()
 
 
 def _locate(path: str) -> tuple[ts.KvStore, str]:
@@ -138,8 +150,9 @@ def _run(path: str, what: str, future: ts.Future):
   try:
     return future.result()
   except ValueError as e:
-    if str(e).startswith("NOT_FOUND") and is_url(path):  # e.g. a bucket that does not exist
-      raise FileNotFoundError(f"{path}: {what}: {_describe(e)}") from None
+    if str(e).startswith("NOT_FOUND") and is_url(path):  # what GCS says of a missing bucket
+      raise FileNotFoundError(f"{path}: cannot {what}: bucket gs://{_split_gcs(path)[0]} "
+                              f"does not exist") from None
     raise StorageError(path, f"cannot {what}: {_describe(e)}") from None
 
 
@@ -148,7 +161,7 @@ def read_stamped(path: str | os.PathLike) -> Stamp:
   path = absolute(path)
   store, key = _locate(path)
   if not is_url(path) and os.path.isdir(path):
-    raise StorageError(path, "is a directory, not a file")
+    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
   result = _run(path, "read", store.read(key))
   return Stamp(result.value if result.state == "value" else None, result.stamp.generation)
 
@@ -156,7 +169,9 @@ def read_stamped(path: str | os.PathLike) -> Stamp:
 def read_bytes(path: str | os.PathLike) -> bytes:
   data = read_stamped(path).data
   if data is None:
-    raise FileNotFoundError(f"{absolute(path)}: not found")
+    path = absolute(path)
+    why = " (no such object, or no such bucket)" if is_url(path) else ""
+    raise FileNotFoundError(f"{path}: not found{why}")
   return data
 
 
@@ -239,7 +254,10 @@ def list_files(directory: str | os.PathLike) -> Iterator[str]:
   directory = absolute(directory).rstrip("/")
   if is_url(directory):
     store, key = _locate(directory + "/")
-    keys = _run(directory, "list", store.list(ts.KvStore.KeyRange(key, key[:-1] + "0")))
+    under = ts.KvStore.KeyRange(key, key[:-1] + "0") if key else ts.KvStore.KeyRange()
+    keys = _run(directory, "list", store.list(under))
+    if not keys:  # perhaps a refused listing (see the module docstring): a read says so
+      _run(directory, "list", store.read(key or "_", byte_range=slice(0, 0)))
     return iter(sorted(k.decode("utf-8")[len(key):] for k in keys))
   if not os.path.isdir(directory):
     return iter(())
@@ -247,6 +265,14 @@ def list_files(directory: str | os.PathLike) -> Iterator[str]:
   names = (k.decode("utf-8") for k in _run(directory, "list", store.list()))
   # Leaves out tensorstore's lock files of writes in flight.
   return iter(sorted(n for n in names if not n.endswith(".__lock")))
+
+
+def children(directory: str | os.PathLike) -> list[str]:
+  """Names of the files and directories directly in `directory`, sorted (none if absent)."""
+  directory = absolute(directory)
+  if not is_url(directory):
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+  return sorted({name.split("/")[0] for name in list_files(directory)})
 
 
 def local_copy(path: str | os.PathLike, cache_dir: str | None = None) -> str:

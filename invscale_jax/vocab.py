@@ -17,7 +17,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from invscale_jax import vocab_spec
+from invscale_jax import storage, vocab_spec
 
 
 HF_DEFAULT_EOS = "<|endoftext|>"  # GPT-2, GPT-NeoX, Qwen2, SmolLM2
@@ -28,13 +28,14 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   Ids are the tokenizer's own; `pad_id` is 0 as SeqIO requires (for GPT-NeoX id 0 is
   `<|endoftext|>`, which is also its BOS and EOS). No special tokens are added on encode.
+  The file may be a gs:// URL (tokenizers opens a local copy).
   """
 
   def __init__(self, path: os.PathLike | str, eos_token: str = HF_DEFAULT_EOS):
     import tokenizers  # pylint: disable=g-import-not-at-top
 
     self._path = str(path)
-    self._tokenizer = tokenizers.Tokenizer.from_file(self._path)
+    self._tokenizer = tokenizers.Tokenizer.from_file(storage.local_copy(self._path))
     self._eos_id = self._tokenizer.token_to_id(eos_token)
     super().__init__(extra_ids=0)
 
@@ -78,12 +79,27 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     return hash(self._path)
 
 
+class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+  """seqio's vocabulary of a gs:// SentencePiece model, read through `storage` (seqio
+  opens files with tf.io.gfile, which has other credentials and settings than tensorstore
+  and cannot reach an emulator); SentencePiece loads a local copy. It keeps the URL as its
+  file, so it equals seqio's vocabulary of that URL (e.g. a T5X model's)."""
+
+  def _model_context(self):
+    if not self._model:
+      self._model = seqio.SentencePieceVocabulary(
+          storage.local_copy(self._sentencepiece_model_file), self._extra_ids,
+          self._normalizer_spec_overrides, self._reverse_extra_ids)._model_context()
+    return self._model
+
+
 @functools.lru_cache(maxsize=None)
 def _build(kind: str, path: str | None, eos: str | None) -> seqio.Vocabulary:
   if kind == "byte":
     return seqio.ByteVocabulary()
   if kind == "sentencepiece":
-    return seqio.SentencePieceVocabulary(path)
+    remote = storage.is_url(path)
+    return (SentencePieceVocabulary if remote else seqio.SentencePieceVocabulary)(path)
   if kind == "hf_tokenizer":
     return HfTokenizerVocabulary(path) if eos is None else HfTokenizerVocabulary(path, eos)
   raise ValueError(f"vocabulary.type: unknown vocabulary type {kind!r}")

@@ -26,6 +26,90 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[path
     os.environ["INVSCALE_CACHE_DIR"] = old
 
 
+# ---------------------------------------------------------------------------- Cloud Storage
+
+
+@pytest.fixture(scope="session")
+def gcs() -> Iterator[object]:
+  """A Cloud Storage server on 127.0.0.1 for the session (`gcs_emulator.Emulator`): this
+  process and the commands it starts reach gs:// URLs there."""
+  import gcs_emulator  # pylint: disable=g-import-not-at-top
+
+  emulator = gcs_emulator.Emulator()
+  saved = {k: os.environ.get(k) for k in emulator.env()}
+  os.environ.update(emulator.env())
+  try:
+    yield emulator
+  finally:
+    emulator.stop()
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(gcs) -> str:
+  """A new, empty bucket; its gs:// URL."""
+  import uuid  # pylint: disable=g-import-not-at-top
+
+  return gcs.create_bucket(f"test-{uuid.uuid4().hex[:16]}")
+
+
+def upload(local: os.PathLike | str, url: str) -> str:
+  """Copies every file under the local directory to the same paths under `url`."""
+  from invscale_jax import storage  # pylint: disable=g-import-not-at-top
+
+  for name in storage.list_files(local):
+    storage.write_bytes(storage.join(url, name), storage.read_bytes(os.path.join(local, name)))
+  return url
+
+
+@pytest.fixture(scope="session")
+def family_in_bucket(gcs, tiny_family: pathlib.Path, small_data_dir: pathlib.Path,
+                     tmp_path_factory: pytest.TempPathFactory):
+  """The tiny family (legacy checkpoints), an Orbax copy of tiny-1 with its own manifest,
+  and the small data dir, uploaded to a bucket: gs://BUCKET/fam/..., .../orbax/...,
+  .../data. A namespace of their URLs (and `local`, the family's directory)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  import uuid  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.checkpoints import read_checkpoint  # pylint: disable=g-import-not-at-top
+
+  url = gcs.create_bucket(f"family-{uuid.uuid4().hex[:8]}")
+  upload(tiny_family.parent, f"{url}/fam")
+  local = tmp_path_factory.mktemp("orbax")
+  params = read_checkpoint(tiny_family.parent / "tiny-1" / "checkpoint_0")
+  ocp.PyTreeCheckpointer().save(local / "tiny-1" / "checkpoint_0" / "state",
+                                {"target": params, "state": {"step": np.int32(0)}})
+  manifest = json.loads(tiny_family.read_text())
+  manifest["models"] = [dict(manifest["models"][0], checkpoint="tiny-1")]
+  (local / "manifest.json").write_text(json.dumps(manifest))
+  upload(local, f"{url}/orbax")
+  upload(small_data_dir, f"{url}/data")
+  return types.SimpleNamespace(url=url, manifest=f"{url}/fam/manifest.json",
+                               orbax_manifest=f"{url}/orbax/manifest.json", data=f"{url}/data",
+                               local=tiny_family.parent)
+
+
+def bucket_results(out: str) -> dict[RecordKey, object]:
+  """`read_results` of a gs:// results directory."""
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
+
+  return read_results(out, dirs=results.run_dirs(out))
+
+
+def without_run_keys(recs: dict[RecordKey, object]) -> dict[RecordKey, object]:
+  """Records with the run key blanked: a checkpoint's identity (part of the key) is its
+  files' sha256 on disk and their generations on GCS, so the keys differ; nothing else may."""
+  return {k: dataclasses.replace(r, run_key="") for k, r in recs.items()}
+
+
 # ---------------------------------------------------------------------------- task data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

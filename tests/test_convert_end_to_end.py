@@ -112,7 +112,7 @@ def test_hf_directories_score_like_transformers_without_conversion(tmp_path, hf_
 
   cli = ScoreCli(manifest, small_memo_trap, tmp_path / "xla_cache", tmp_path)
   result = cli.run(tmp_path / "sharded", "--tasks", "memo-trap", "--model", "qwen2",
-                   "--gin_bindings", "make_mesh.model_parallel = 2", devices=2)
+                   "--model_parallel", "2", devices=2)
   assert result.code == 0, result.out
   [run_dir] = run_dirs(tmp_path / "sharded")
   sharded = {(r.example_id, r.class_index): r.logprob for r in results.read_records(run_dir)}

@@ -16,20 +16,20 @@ def test_resolution_order(clean_gin: None, monkeypatch: pytest.MonkeyPatch,
   flag, bound, env = (str(tmp_path / n) for n in ("flag", "gin", "env"))
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   monkeypatch.delenv(datadir.ENV_VAR, raising=False)
-  default = tmp_path / "home" / ".cache" / "invscale_jax" / "inverse_scaling"
+  default = str(tmp_path / "home" / ".cache" / "invscale_jax" / "inverse_scaling")
   assert datadir.resolve() == default
-  assert datadir.resolve(flag) == pathlib.Path(flag)
+  assert datadir.resolve(flag) == flag
 
   monkeypatch.setenv(datadir.ENV_VAR, env)
-  assert datadir.resolve() == pathlib.Path(env)
-  assert datadir.resolve(flag) == pathlib.Path(flag)
+  assert datadir.resolve() == env
+  assert datadir.resolve(flag) == flag
 
   gin.parse_config(f"INVSCALE_DATA_DIR = '{bound}'")
-  assert datadir.resolve() == pathlib.Path(bound)  # gin beats the env
-  assert datadir.resolve(flag) == pathlib.Path(flag)  # the flag beats gin
+  assert datadir.resolve() == bound  # gin beats the env
+  assert datadir.resolve(flag) == flag  # the flag beats gin
 
   gin.clear_config()
-  assert datadir.resolve() == pathlib.Path(env)
+  assert datadir.resolve() == env
   monkeypatch.delenv(datadir.ENV_VAR)
   assert datadir.resolve() == default
 
@@ -39,14 +39,14 @@ def test_empty_values_fall_through(clean_gin: None, monkeypatch: pytest.MonkeyPa
   """An empty flag or env var means "not given", not the current directory."""
   monkeypatch.setenv(datadir.ENV_VAR, "")
   monkeypatch.setenv("HOME", str(tmp_path))
-  assert datadir.resolve("") == tmp_path / ".cache" / "invscale_jax" / "inverse_scaling"
+  assert datadir.resolve("") == str(tmp_path / ".cache" / "invscale_jax" / "inverse_scaling")
 
 
 def test_user_home_is_expanded(clean_gin: None, monkeypatch: pytest.MonkeyPatch,
                                tmp_path: pathlib.Path) -> None:
   monkeypatch.setenv("HOME", str(tmp_path))
   gin.parse_config("INVSCALE_DATA_DIR = '~/tasks'")
-  assert datadir.resolve() == tmp_path / "tasks"
+  assert datadir.resolve() == str(tmp_path / "tasks")
 
 
 def test_load_task_names_the_missing_file_and_the_remedy(tmp_path: pathlib.Path) -> None:

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from conftest import CliResult, RunCli
-from invscale_jax import catalog
+from invscale_jax import catalog, storage
 from invscale_jax.data import datadir, download
 
 TASKS = ("memo-trap", "neqa")
@@ -172,6 +172,19 @@ def test_download_fetches_verifies_and_does_not_refetch(
   assert datadir.sha256_of(data_dir / specs[1].filename) == specs[1].sha256
   rows = {s.spec.name: (s.state, s.rows) for s in datadir.status(data_dir)}
   assert rows["memo-trap"] == ("verified", 936) and rows["neqa"] == ("verified", 300)
+
+
+def test_download_into_a_bucket(run_cli: RunCli, mirror: Mirror, bucket: str) -> None:
+  """A gs:// data dir: files are checked before they are uploaded, each as one object."""
+  data_dir = f"{bucket}/data"
+  assert download_cli(run_cli, data_dir, f"{mirror.url}/corrupt").code != 0
+  assert list(storage.list_files(bucket)) == []  # nothing half-written
+  result = download_cli(run_cli, data_dir, f"{mirror.url}/good")
+  assert (result.code, result.err) == (0, "")
+  rows = {s.spec.name: (s.state, s.rows) for s in datadir.status(data_dir)}
+  assert rows["memo-trap"] == ("verified", 936) and rows["neqa"] == ("verified", 300)
+  again = download_cli(run_cli, data_dir, f"{mirror.url}/good")
+  assert again.out.splitlines() == [f"{t}: already verified" for t in TASKS]
 
 
 def test_corrupt_mirror_errors_and_leaves_nothing(

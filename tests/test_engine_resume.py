@@ -121,7 +121,8 @@ def test_run_keys_follow_what_determines_the_numbers(
     tiny_family: pathlib.Path, small_data_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
   base = plan_keys(tiny_family, small_data_dir)
   assert len(set(base.values())) == len(base)
-  speed_only = dict(chunk_size=3, tokens_per_batch=77, pack=False)
+  speed_only = dict(chunk_size=3, tokens_per_batch=77, pack=False, model_parallel=2,
+                    prefetch="off")
   cot_only = dict(generation_length=5, temperature=0.7, cot_score=False)
   for changes in (speed_only, cot_only):
     options = dataclasses.replace(plan.ScoringOptions(), **changes)
@@ -221,6 +222,16 @@ def test_limit_scores_the_first_examples_as_their_own_run(
   key = limited.name  # records are the reference run's, under their own run key
   assert_same_records(got, {k: dataclasses.replace(v, run_key=key)
                             for k, v in expected.items() if k[3] < 5}, SAME_RUN_ATOL)
+
+
+@pytest.mark.parametrize("prefetch", ["on", "off"])
+def test_loading_the_next_model_in_the_background_changes_nothing(
+    prefetch: str, score_here, reference_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
+  out = tmp_path / "results"
+  score_here(out, "--tasks", "memo-trap", "--variants", "zero_shot", "--prefetch", prefetch)
+  expected = select(read_results(reference_results), tasks=("memo-trap",),
+                    variants=("zero_shot",))
+  assert_same_records(read_results(out), expected, OTHER_BATCHING_ATOL)
 
 
 def test_speed_options_keep_the_key_and_resume_a_partial_run(

@@ -123,7 +123,7 @@ def test_a_lease_taken_over_stops_the_writer(tmp_path):
 @pytest.mark.parametrize("flag,value", [
     ("--chunk_size", "-3"), ("--chunk_size", "0"), ("--dtype", "int8"),
     ("--dtype", "float8"), ("--temperature", "-1"), ("--temperature", "nan"),
-    ("--generation_length", "0"), ("--seed", "-1"), ("--tokens_per_batch", "0"),
+    ("--generation_length", "0"), ("--seed", "-1"), ("--tokens_per_batch", "-1"),
     ("--max_length", "1"), ("--tokenization", "both"), ("--bos", "first")])
 def test_bad_options_are_one_line_errors_and_write_nothing(score_here, tmp_path, flag, value):
   out = tmp_path / "results"

@@ -1,12 +1,63 @@
 #!/usr/bin/env bash
 # Install invscale-jax on every worker of a Cloud TPU VM (run from your workstation).
-#   tpu_scripts/setup.sh TPU_NAME ZONE [REPO_URL]
+#   tpu_scripts/setup.sh TPU_NAME ZONE REPOSITORY [REF]
+# REPOSITORY: what `git clone` takes (https://..., git@..., or a path on the workers);
+# REF: a commit, tag or origin/BRANCH to check out (default: the default branch).
+# Each worker gets ~/invscale-jax (the checkout) and ~/invscale-jax/.venv; a re-run
+# updates both. The last step checks every worker: the package imports, the workers join
+# one jax.distributed job, and each prints the devices it sees.
+#
+# Python: invscale-jax needs Python >= 3.11 (the pinned jax 0.10 publishes no wheels for
+# older Pythons), while a TPU VM image has whatever its Ubuntu ships (3.10 on the 22.04
+# images) and no root-free way to add another through apt or deadsnakes. So each worker
+# gets `uv` from PyPI (`pip install --user`, into ~/.local; uv's standalone installer if
+# there is no pip), and uv installs a standalone CPython 3.11 into ~/.local/share/uv:
+# nothing system-wide, no sudo, whatever the image's own Python.
+# jax[tpu]: the `tpu` extra installs jax and jaxlib at the versions constraints.txt pins,
+# and the libtpu release that this jax version requires (from PyPI, or Google's libtpu
+# index).
+# From a checkout, not a wheel: the gin configs (gin/) live beside the package, which is
+# installed in editable mode as `make setup` does.
+#
+# INVSCALE_UV: the uv command run on the workers (default: `uv`, installed as above when
+# missing). The tests point it at a stand-in that installs nothing from the network.
 set -euo pipefail
-TPU=${1:?TPU name}; ZONE=${2:?zone}; REPO=${3:-https://github.com/invscale/invscale-jax}
-gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
-  set -e
-  test -d invscale-jax || git clone -q $REPO invscale-jax
-  cd invscale-jax && python3 -m venv .venv
-  .venv/bin/pip install -q -c constraints.txt -e '.[tpu]' \
-      -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
-"
+TPU=${1:?usage: setup.sh TPU_NAME ZONE REPOSITORY [REF]}
+ZONE=${2:?usage: setup.sh TPU_NAME ZONE REPOSITORY [REF]}
+REPOSITORY=${3:?usage: setup.sh TPU_NAME ZONE REPOSITORY [REF] (the git URL to install from)}
+REF=${4:-}
+LIBTPU_INDEX=https://storage.googleapis.com/jax-releases/libtpu_releases.html
+WORKER_SCRIPT=$(cat <<EOF
+set -euo pipefail
+UV=$(printf %q "${INVSCALE_UV:-uv}")
+if ! command -v "\$UV" >/dev/null; then
+  export PATH="\$HOME/.local/bin:\$PATH"
+  if ! command -v uv >/dev/null; then
+    python3 -m pip install -q --user uv 2>/dev/null \\
+      || python3 -m pip install -q --user --break-system-packages uv 2>/dev/null \\
+      || curl -LsSf https://astral.sh/uv/install.sh | sh
+  fi
+  UV=uv
+fi
+if [ -d invscale-jax/.git ]; then
+  git -C invscale-jax fetch -q origin
+else
+  git clone -q $(printf %q "$REPOSITORY") invscale-jax
+fi
+cd invscale-jax
+REF=$(printf %q "$REF")
+git checkout -q "\${REF:-origin/HEAD}"
+"\$UV" python install -q 3.11
+"\$UV" venv -q --allow-existing --python 3.11 .venv
+"\$UV" pip install -q --python .venv/bin/python -c constraints.txt -e '.[tpu]' \\
+    --find-links $LIBTPU_INDEX
+.venv/bin/invscale --help >/dev/null
+INVSCALE_TPU_POD=1 .venv/bin/python -c '
+from invscale_jax.engine import hosts
+hosts.initialize()
+import jax
+print(f"invscale-jax ready on worker {jax.process_index()} of {jax.process_count()}: "
+      f"jax {jax.__version__}, {jax.local_device_count()} of {jax.device_count()} devices")'
+EOF
+)
+gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "$WORKER_SCRIPT"

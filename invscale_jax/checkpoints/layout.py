@@ -1,4 +1,5 @@
-"""Parameter names, tree flattening and where checkpoints live on disk.
+"""Parameter names, tree flattening and where checkpoints live (a local directory or a
+`gs://` URL, read through `storage`).
 
 Parameter trees are nested dicts keyed by T5X module names, without the `target` prefix.
 Flattened, a parameter is a key tuple such as ("decoder", "layers_0", "mlp", "wi_0",
@@ -13,7 +14,8 @@ import os
 import re
 from typing import Any, Callable, Mapping
 
-from invscale_jax.checkpoints.errors import CheckpointError
+from invscale_jax import storage
+from invscale_jax.checkpoints.errors import CheckpointError, describe
 
 Key = tuple[str, ...]
 
@@ -63,7 +65,7 @@ def step_dir(model_dir: str, step: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Located:
-  """A checkpoint found on disk."""
+  """A checkpoint found in storage."""
 
   path: str  # the checkpoint directory (usually `checkpoint_<step>`), for messages
   format: str  # LEGACY or ORBAX
@@ -71,26 +73,36 @@ class Located:
 
 
 def _detect(directory: str) -> Located | None:
-  for item_dir in (os.path.join(directory, ORBAX_ITEM), directory):
-    if os.path.isfile(os.path.join(item_dir, _ORBAX_METADATA)):
+  for item_dir in (storage.join(directory, ORBAX_ITEM), directory):
+    if storage.is_file(storage.join(item_dir, _ORBAX_METADATA)):
       return Located(directory, ORBAX, item_dir)
-  if os.path.isfile(os.path.join(directory, MSGPACK_FILE)):
+  if storage.is_file(storage.join(directory, MSGPACK_FILE)):
     return Located(directory, LEGACY, directory)
   return None
 
 
-def locate(path: str | os.PathLike[str]) -> Located:
-  """The checkpoint at `path`: a checkpoint directory, or a model dir (latest step)."""
-  path = os.path.abspath(os.fspath(path))
-  if os.path.basename(path) == MSGPACK_FILE and os.path.isfile(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path):
+def _find(path: str) -> Located:
+  if storage.basename(path) == MSGPACK_FILE and storage.is_file(path):
+    path = storage.parent(path)
+  found = _detect(path)
+  if found is not None:
+    return found
+  if not storage.is_dir(path):
     raise CheckpointError(path, "no such directory")
-  steps = sorted(((int(m.group(1)), name) for name in os.listdir(path)
+  steps = sorted(((int(m.group(1)), name) for name in storage.children(path)
                   if (m := _STEP_DIR.fullmatch(name))), reverse=True)
-  candidates = [path, *(os.path.join(path, name) for _, name in steps)]
-  found = next(filter(None, map(_detect, candidates)), None)
+  found = next(filter(None, (_detect(storage.join(path, name)) for _, name in steps)), None)
   if found is None:
     raise CheckpointError(path, "no checkpoint found (expected checkpoint_<step>/checkpoint, "
                           "or an Orbax _METADATA file)")
   return found
+
+
+def locate(path: str | os.PathLike[str]) -> Located:
+  """The checkpoint at `path` (a directory or gs:// URL): a checkpoint directory, or a
+  model dir (its latest step)."""
+  path = storage.absolute(path)
+  try:
+    return _find(path)
+  except (OSError, storage.StorageError) as e:  # e.g. a bucket the credentials may not read
+    raise CheckpointError(path, describe(e)) from None

@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 from flax import serialization
 
+from invscale_jax import storage
 from invscale_jax.checkpoints import layout, zarr_io
 from invscale_jax.checkpoints.errors import CheckpointError, describe
 
@@ -86,11 +87,14 @@ def _source(checkpoint: str, key: layout.Key, leaf: Any) -> ArraySource:
 
 def _read_target(checkpoint: str) -> Mapping[str, Any]:
   """The `optimizer/target` tree of the msgpack file, leaves still undecoded."""
-  file = os.path.join(checkpoint, layout.MSGPACK_FILE)
+  file = storage.join(checkpoint, layout.MSGPACK_FILE)
   try:
-    with open(file, "rb") as f:
-      contents = msgpack.unpackb(f.read(), raw=False)
-  except (OSError, ValueError) as e:  # msgpack's decoding errors are all ValueErrors
+    data = storage.read_bytes(file)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(checkpoint, f"cannot read {describe(e)}") from e
+  try:
+    contents = msgpack.unpackb(data, raw=False)
+  except ValueError as e:  # msgpack's decoding errors are all ValueErrors
     raise CheckpointError(checkpoint, f"corrupt or truncated msgpack file {file}: "
                           f"{describe(e)}") from e
   if not isinstance(contents, dict):

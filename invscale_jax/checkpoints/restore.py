@@ -76,26 +76,24 @@ def _reader(sources: Mapping[layout.Key, legacy.ArraySource], dtype: np.dtype | 
       for key, source in sources.items()}
 
 
+def _sources(located: layout.Located) -> dict[layout.Key, legacy.ArraySource]:
+  """Every target parameter of the checkpoint, from metadata only (no array data)."""
+  if located.format == layout.ORBAX:
+    return orbax_io.target_metadata(located)[1]
+  return legacy.target_sources(located.path)
+
+
 def _open(located: layout.Located, dtype: np.dtype | None) -> Opened:
   """Shapes of the target parameters (from metadata only) and a function reading them."""
-  if located.format == layout.ORBAX:
-    top, metadata = orbax_io.target_metadata(located)
-    shapes = {key: tuple(leaf.shape) for key, leaf in metadata.items()}
-    return shapes, lambda shardings: orbax_io.restore(located, top, metadata, dtype, shardings)
-  return _reader(legacy.target_sources(located.path), dtype)
+  return _reader(_sources(located), dtype)
 
 
 def _open_arranged(located: layout.Located, dtype: np.dtype | None,
                    placements: Mapping[layout.Key, scanned.Placement]) -> Opened:
   """`_open` for a scalable_t5 checkpoint: the expected parameters, each read from where
-  it is placed (an Orbax checkpoint is first read whole into host memory); stored
-  parameters no placement uses are kept, so they are reported as unexpected."""
-  if located.format == layout.ORBAX:
-    top, metadata = orbax_io.target_metadata(located)
-    stored = {key: legacy.InlineSource(np.asarray(array)) for key, array in
-              orbax_io.restore(located, top, metadata, None, None).items()}
-  else:
-    stored = legacy.target_sources(located.path)
+  it is placed; stored parameters no placement uses are kept, so they are reported as
+  unexpected."""
+  stored = _sources(located)
   used = {p.key for p in placements.values()}
   sources = {key: scanned.LayerSource(stored[p.key], p) for key, p in placements.items()}
   sources.update({key: source for key, source in stored.items() if key not in used})

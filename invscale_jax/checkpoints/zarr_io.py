@@ -17,11 +17,11 @@ import ml_dtypes
 import numpy as np
 import tensorstore as ts
 
+from invscale_jax import storage
 from invscale_jax.checkpoints.errors import CheckpointError, describe
 
 DEFAULT_MAX_CHUNK_BYTES = 64 * 2**20  # T5X's target chunk size
 _ZARRAY = ".zarray"
-_CONTEXT = ts.Context()  # one cache pool and I/O concurrency limit for all arrays
 _NUMERIC = frozenset(np.dtype(name) for name in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "complex64", "complex128"))
@@ -71,7 +71,7 @@ def write_array(checkpoint: str, name: str, directory: str, array: np.ndarray,
   absolute = {**relative, "kvstore": {"driver": "file",
                                       "path": os.path.join(checkpoint, directory)}}
   try:
-    ts.open(absolute, create=True, context=_CONTEXT).result().write(array).result()
+    ts.open(absolute, create=True, context=storage.CONTEXT).result().write(array).result()
   except ValueError as e:  # tensorstore reports I/O and format errors as ValueError
     raise CheckpointError(checkpoint, f"cannot write parameter {name}: {describe(e)}") from e
   return relative
@@ -93,7 +93,7 @@ class ZarrSource:
     try:
       if self._store is None:
         self._store = ts.open(self.open_spec, read=True, assume_metadata=self.assume_metadata,
-                              context=_CONTEXT).result()
+                              context=storage.CONTEXT).result()
       return self._store[index].read().result()
     except ValueError as e:
       raise CheckpointError(self.checkpoint,
@@ -102,13 +102,17 @@ class ZarrSource:
 
 def _read_zarray(checkpoint: str, name: str, directory: str) -> dict | None:
   """The parsed `.zarray` of an array, None if absent; errors name the parameter."""
-  file = os.path.join(directory, _ZARRAY)
-  if not os.path.isfile(file):
+  file = storage.join(directory, _ZARRAY)
+  try:
+    data = storage.read_stamped(file).data
+  except (OSError, ValueError) as e:
+    raise CheckpointError(checkpoint, f"cannot read .zarray of parameter {name}: "
+                          f"{describe(e)}") from e
+  if data is None:
     return None
   try:
-    with open(file, encoding="utf-8") as f:
-      metadata = json.load(f)
-  except (OSError, ValueError) as e:
+    metadata = json.loads(data)
+  except ValueError as e:
     raise CheckpointError(checkpoint, f"corrupt .zarray of parameter {name}: {describe(e)}") from e
   if not isinstance(metadata, dict) or not {"shape", "chunks", "dtype"} <= metadata.keys():
     raise CheckpointError(checkpoint, f"corrupt .zarray of parameter {name}: "
@@ -119,19 +123,19 @@ def _read_zarray(checkpoint: str, name: str, directory: str) -> dict | None:
 def zarr_source(checkpoint: str, name: str, ts_spec: Mapping[str, Any]) -> ZarrSource:
   """The array a msgpack tensorstore spec points to (its path is relative to `checkpoint`).
 
-  Only the relative path of the spec's kvstore is used, so checkpoints written to GCS
-  (kvstore driver `gcs`) read the same once copied to local disk.
+  Only the relative path of the spec's kvstore is used, so a checkpoint is read where it
+  is now (a local directory or a gs:// URL), whichever kvstore driver wrote it.
   """
   kvstore = ts_spec.get("kvstore")
   relative = kvstore.get("path") if isinstance(kvstore, Mapping) else ts_spec.get("path")
   if not isinstance(relative, str):
     raise CheckpointError(checkpoint, f"parameter {name}: tensorstore spec has no path")
-  directory = os.path.join(checkpoint, relative.rstrip("/"))
-  if not os.path.isdir(directory):
+  directory = storage.join(checkpoint, relative.rstrip("/"))
+  zarray = _read_zarray(checkpoint, name, directory)
+  if zarray is None and not storage.is_dir(directory):
     raise CheckpointError(checkpoint, f"parameter {name}: missing array directory {relative}")
   spec_metadata = ts_spec.get("metadata")
   spec_metadata = dict(spec_metadata) if isinstance(spec_metadata, Mapping) else {}
-  zarray = _read_zarray(checkpoint, name, directory)
   metadata = spec_metadata if zarray is None else zarray
   shape = metadata.get("shape")
   if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
@@ -144,7 +148,7 @@ def zarr_source(checkpoint: str, name: str, ts_spec: Mapping[str, Any]) -> ZarrS
   dtype = parse_dtype(dtype_name)
   if dtype is None:
     raise CheckpointError(checkpoint, f"unknown dtype {dtype_name!r} of parameter {name}")
-  open_spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": directory},
+  open_spec = {"driver": "zarr", "kvstore": storage.kvstore_spec(directory),
                "fill_missing_data_reads": False}
   if zarray is None:
     open_spec.update(dtype=dtype.name, metadata=spec_metadata)

@@ -2,16 +2,16 @@
 
 The data directory is chosen by, in order: the `--data_dir` flag, the gin macro
 `INVSCALE_DATA_DIR`, the environment variable INVSCALE_DATA_DIR, and the default
-`~/.cache/invscale_jax/inverse_scaling`.
+`~/.cache/invscale_jax/inverse_scaling`. It may be a `gs://` URL: files are read through
+`storage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 
-from invscale_jax import catalog, content_hash, gin_macros
+from invscale_jax import catalog, content_hash, gin_macros, storage
 from invscale_jax.data import loader
 
 ENV_VAR = gin_macros.DATA_DIR  # the environment variable has the gin macro's name
@@ -22,12 +22,12 @@ PRESENT_DIFFERS = "differs"  # present, but not the official file (e.g. a fixtur
 MISSING = "missing"
 
 
-def resolve(flag: str | None = None) -> pathlib.Path:
+def resolve(flag: str | None = None) -> str:
   """The data directory: flag, then gin, then $INVSCALE_DATA_DIR, then the default."""
   for candidate in (flag, gin_macros.value(gin_macros.DATA_DIR), os.environ.get(ENV_VAR),
                     DEFAULT):
     if candidate:
-      return pathlib.Path(candidate).expanduser()
+      return candidate if storage.is_url(candidate) else os.path.expanduser(candidate)
   raise AssertionError("unreachable")
 
 
@@ -36,8 +36,8 @@ def sha256_of(path: os.PathLike | str) -> str:
   return content_hash.file_sha256(path)
 
 
-def task_path(data_dir: os.PathLike | str, spec: catalog.TaskSpec) -> pathlib.Path:
-  return pathlib.Path(data_dir) / spec.filename
+def task_path(data_dir: os.PathLike | str, spec: catalog.TaskSpec) -> str:
+  return storage.join(data_dir, spec.filename)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ def status(data_dir: os.PathLike | str) -> list[TaskStatus]:
   result = []
   for spec in catalog.TASKS:
     path = task_path(data_dir, spec)
-    if not path.is_file():
+    if not storage.is_file(path):
       result.append(TaskStatus(spec, MISSING))
       continue
     examples, problems = loader.check(path, spec.metric, spec.name)
@@ -64,14 +64,14 @@ def status(data_dir: os.PathLike | str) -> list[TaskStatus]:
 
 def present_tasks(data_dir: os.PathLike | str) -> list[catalog.TaskSpec]:
   """Catalog tasks whose file exists in `data_dir`."""
-  return [spec for spec in catalog.TASKS if task_path(data_dir, spec).is_file()]
+  return [spec for spec in catalog.TASKS if storage.is_file(task_path(data_dir, spec))]
 
 
 def load_task(data_dir: os.PathLike | str, task: str) -> list[loader.Example]:
   """Loads one task from the data directory, with a clear error when it is absent."""
   spec = catalog.get(task)
   path = task_path(data_dir, spec)
-  if not path.is_file():
+  if not storage.is_file(path):
     raise FileNotFoundError(f"{path}: task file for {spec.name} not found; run "
                             f"`invscale data download --data_dir {data_dir}` or point "
                             f"--data_dir / {ENV_VAR} at a directory holding it")

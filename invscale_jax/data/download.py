@@ -1,7 +1,9 @@
 """Fetches the official release files and verifies each against its official sha256.
 
 A file is streamed to a temporary name in the data directory, checked (size and sha256),
-then renamed into place: an interrupted or corrupt download leaves nothing behind. No more
+then renamed into place: an interrupted or corrupt download leaves nothing behind. For a
+`gs://` data directory the temporary file is local and, once checked, is uploaded as one
+object (an object appears whole or not at all). No more
 than the official size is read (a mirror serving a larger file is stopped at once), and
 each file has an overall time limit, so a mirror that drips bytes cannot hang the command.
 """
@@ -13,11 +15,12 @@ import http.client
 import os
 import pathlib
 import secrets
+import tempfile
 import time
 import urllib.request
 from typing import Callable, Iterable
 
-from invscale_jax import catalog
+from invscale_jax import catalog, storage
 from invscale_jax.data import datadir
 
 URL_ENV_VAR = "INVSCALE_DATA_URL"
@@ -36,11 +39,12 @@ def base_url(flag: str | None = None) -> str:
 
 
 def fetch(spec: catalog.TaskSpec, data_dir: os.PathLike | str, url: str,
-          timeout: float = 60.0, time_limit: float = TIME_LIMIT) -> pathlib.Path:
+          timeout: float = 60.0, time_limit: float = TIME_LIMIT) -> str:
   """Downloads one task file to `data_dir`, verified, atomically. Each read may wait
   `timeout` seconds, and the whole download stops after `time_limit` seconds."""
   target = datadir.task_path(data_dir, spec)
-  tmp = target.with_name(f".{spec.filename}.{secrets.token_hex(8)}.part")
+  staging = tempfile.gettempdir() if storage.is_url(target) else os.path.dirname(target)
+  tmp = pathlib.Path(staging, f".{spec.filename}.{secrets.token_hex(8)}.part")
   deadline = time.monotonic() + time_limit
   digest, size = hashlib.sha256(), 0
   try:
@@ -63,7 +67,10 @@ def fetch(spec: catalog.TaskSpec, data_dir: os.PathLike | str, url: str,
       raise DownloadError(f"{url}: not the official {spec.filename} (got {size} bytes, sha256 "
                           f"{digest.hexdigest()[:12]}; official {spec.size} bytes, "
                           f"{spec.sha256[:12]})")
-    os.replace(tmp, target)
+    if storage.is_url(target):
+      storage.write_bytes(target, tmp.read_bytes())
+    else:
+      os.replace(tmp, target)
     return target
   # urllib's URLError and HTTPError are OSErrors; a cut chunked body raises IncompleteRead.
   except (OSError, http.client.HTTPException) as e:
@@ -77,14 +84,15 @@ def download(data_dir: os.PathLike | str, url: str, tasks: Iterable[catalog.Task
              time_limit: float = TIME_LIMIT) -> list[str]:
   """Fetches every task not already verified in `data_dir` (each within `time_limit`
   seconds); returns the error lines."""
-  root = pathlib.Path(data_dir)
-  if root.exists() and not root.is_dir():
-    raise NotADirectoryError(f"{root}: the data directory is a file, not a directory")
-  root.mkdir(parents=True, exist_ok=True)
+  if not storage.is_url(data_dir):
+    root = pathlib.Path(data_dir)
+    if root.exists() and not root.is_dir():
+      raise NotADirectoryError(f"{root}: the data directory is a file, not a directory")
+    root.mkdir(parents=True, exist_ok=True)
   errors = []
   for spec in tasks:
     path = datadir.task_path(data_dir, spec)
-    if path.is_file() and datadir.sha256_of(path) == spec.sha256:
+    if storage.is_file(path) and datadir.sha256_of(path) == spec.sha256:
       log(f"{spec.name}: already verified")
       continue
     try:

@@ -12,10 +12,9 @@ import dataclasses
 import io
 import json
 import os
-import pathlib
 from typing import Any
 
-from invscale_jax import catalog
+from invscale_jax import catalog, storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +192,7 @@ def _csv_rows(text: str) -> list[tuple[int, Any, str | None]]:
 
 def infer_metric(path: os.PathLike | str, rows: list[tuple[int, Any, str | None]]) -> str:
   """The metric of a file: from the catalog by file name, else from its first row's fields."""
-  spec = catalog.by_filename(pathlib.Path(path).name)
+  spec = catalog.by_filename(storage.basename(path))
   if spec is not None:
     return spec.metric
   for _, row, _ in rows:
@@ -204,28 +203,30 @@ def infer_metric(path: os.PathLike | str, rows: list[tuple[int, Any, str | None]
 
 def task_name(path: os.PathLike | str) -> str:
   """The release task name of a file (catalog file name, else the name before '_' or '.')."""
-  name = pathlib.Path(path).name
+  name = storage.basename(path)
   spec = catalog.by_filename(name)
   return spec.name if spec else name.split("_")[0].split(".")[0]
 
 
 def check(path: os.PathLike | str, metric: str | None = None,
           task: str | None = None) -> tuple[list[Example], list[Problem]]:
-  """Parses and validates a whole file; returns its examples and every problem found."""
-  path = pathlib.Path(path)
-  where = str(path)
+  """Parses and validates a whole file (a path or gs:// URL); returns its examples and
+  every problem found."""
+  path = where = os.fspath(path)
   try:
-    data = path.read_bytes()
+    data = storage.read_bytes(path)
   except FileNotFoundError:
     return [], [Problem(where, 0, "file", "not found")]
-  except OSError as e:  # a directory, unreadable, ...
+  except OSError as e:  # a directory, ...
     return [], [Problem(where, 0, "file", f"cannot read: {e.strerror or e}")]
+  except storage.StorageError as e:  # unreadable (e.g. permission denied)
+    return [], [Problem(where, 0, "file", e.detail)]
   try:
     text = data.decode("utf-8").removeprefix("\ufeff")  # drop a byte-order mark (Excel CSVs)
   except UnicodeDecodeError as e:
     line = data[:e.start].count(b"\n") + 1
     return [], [Problem(where, line, "file", f"not UTF-8 text ({e.reason} at byte {e.start})")]
-  rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _jsonl_rows(text)
+  rows = _csv_rows(text) if path.lower().endswith(".csv") else _jsonl_rows(text)
   if not rows:
     return [], [Problem(where, 1, "file", "no rows")]
   metric = metric or infer_metric(path, rows)

@@ -20,7 +20,7 @@ DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
 # Flags that override fields of ScoringOptions when given.
 _OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": int, "seed": int, "dtype": str,
                  "generation_length": int, "temperature": float, "limit": int, "chunk_size": int,
-                 "tokens_per_batch": int, "model_parallel": int}
+                 "tokens_per_batch": int, "model_parallel": int, "prefetch": str}
 
 
 def _split(value: str | None) -> list[str]:

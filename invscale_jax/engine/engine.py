@@ -67,9 +67,11 @@ class Engine:
   def generator(self) -> Generator:
     if self._generator is None:
       o = self.options
+      # The batch sizer measures the scoring step; decoding with `tokens_per_batch` 0 uses
+      # the default budget.
       self._generator = Generator(self.loaded.model, self.loaded.params, self.loaded.mesh,
                                   DecodeOptions(o.generation_length, o.temperature, o.seed),
-                                  o.tokens_per_batch)
+                                  o.tokens_per_batch or ScoringOptions.tokens_per_batch)
     return self._generator
 
   def records_for(self, run: Run, requests: Sequence[Request],

@@ -47,6 +47,11 @@ def _hf_params(entry: ModelEntry, model: models.Model, shardings: dict) -> dict:
   return traverse_util.unflatten_dict(params)
 
 
+def param_bytes(entry: ModelEntry) -> int:
+  """Bytes of the entry's float32 parameters (from its config; nothing is read)."""
+  return 4 * models.build(models.load_config(entry.gin)).num_params()
+
+
 def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
   """Builds the entry's network (activations in `dtype`) and restores its checkpoint (a
   T5X checkpoint, or a Hugging Face directory mapped in memory), float32 params sharded

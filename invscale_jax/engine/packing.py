@@ -20,7 +20,7 @@ shape (rows and target slots), so the number of compilations stays small.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -159,12 +159,17 @@ def _rows_decoder_only(requests: Sequence[Request], order: Sequence[int],
   return rows
 
 
-def make_batches(requests: Sequence[Request], architecture: str, tokens_per_batch: int,
-                 row_multiple: int = 1, pack: bool = True) -> Iterator[Batch]:
+RowsFor = Callable[[int, int, int], int]  # (row length, target slots, encoder length) -> rows
+
+
+def make_batches(requests: Sequence[Request], architecture: str,
+                 tokens_per_batch: int | RowsFor, row_multiple: int = 1,
+                 pack: bool = True) -> Iterator[Batch]:
   """Fixed-shape batches covering every request, longest first.
 
-  `tokens_per_batch` sets rows per batch (tokens_per_batch // row length, at least
-  `row_multiple` and a multiple of it, e.g. the data-parallel size).
+  `tokens_per_batch` sets rows per batch: tokens_per_batch // row length, or a function
+  giving the rows of each batch shape (e.g. `BatchSizer.rows`); rows are at least
+  `row_multiple` and a multiple of it (e.g. the data-parallel size).
   """
   encoder_decoder = architecture == "encoder_decoder"
   if encoder_decoder:
@@ -181,9 +186,12 @@ def make_batches(requests: Sequence[Request], architecture: str, tokens_per_batc
   for shape, row in rows:
     by_shape.setdefault(shape, []).append(row)
   for (encoder_length, length), group in by_shape.items():
-    per_batch = max(1, tokens_per_batch // (length + encoder_length)) // row_multiple * row_multiple
-    per_batch = max(per_batch, row_multiple)
     targets = bucket(max(len(r.target_ids) for r in group), MIN_TARGETS)
+    if callable(tokens_per_batch):
+      per_batch = tokens_per_batch(length, targets, encoder_length)
+    else:
+      per_batch = max(1, tokens_per_batch // (length + encoder_length))
+    per_batch = max(per_batch // row_multiple * row_multiple, row_multiple)
     for start in range(0, len(group), per_batch):
       chunk = list(group[start:start + per_batch])
       filled = chunk + [_Row() for _ in range(batch_rows(len(chunk), per_batch, row_multiple)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
 
-from invscale_jax import catalog, records, results
+from invscale_jax import catalog, records, results, storage
 from invscale_jax import vocab_spec
 from invscale_jax.data import datadir
 from invscale_jax.data import variants as variants_lib
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 TOKENIZATIONS = ("separate", "joint")
 DTYPES = ("float32", "bfloat16")
+PREFETCH = ("auto", "on", "off")
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -55,8 +56,10 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
        "must be a number >= 0 (0: greedy)"),
       ("limit", _is_int(o.limit, 0), "must be an integer >= 0 (0: every example)"),
       ("chunk_size", _is_int(o.chunk_size, 1), "must be an integer >= 1"),
-      ("tokens_per_batch", _is_int(o.tokens_per_batch, 1), "must be an integer >= 1"),
+      ("tokens_per_batch", _is_int(o.tokens_per_batch, 0),
+       "must be an integer >= 0 (0: as many as fit in device memory)"),
       ("model_parallel", _is_int(o.model_parallel, 1), "must be an integer >= 1"),
+      ("prefetch", o.prefetch in PREFETCH, f"must be one of {PREFETCH}"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
        for name in ("token_logprobs", "cot_score", "generate", "pack")]
   return [(name, problem) for name, ok, problem in checks if not ok]
@@ -79,9 +82,10 @@ class ScoringOptions:
   generate: bool = False  # decode and parse every classification run, no scoring (`generate`)
   limit: int = 0  # score only the first `limit` examples of each task (0: all)
   chunk_size: int = 256  # examples per result chunk (speed only)
-  tokens_per_batch: int = 8192  # speed only
+  tokens_per_batch: int = 8192  # speed only; 0: as many rows as fit in device memory
   pack: bool = True  # speed only: several examples per row
   model_parallel: int = 1  # speed only: devices each model is sharded over (the rest: data)
+  prefetch: str = "auto"  # speed only: load the next model while one scores (auto: if it fits)
 
   def __post_init__(self):
     for name, problem in _option_problems(self):
@@ -101,7 +105,8 @@ class ScoringOptions:
     """The options that determine a run's numbers (CoT options only for CoT variants)."""
     d = dataclasses.asdict(self)
     # bos and max_length are resolved per model (Run.bos_id, Run.max_length).
-    drop = ["bos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel"]
+    drop = ["bos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel",
+            "prefetch"]
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
     if self.generate:
@@ -133,7 +138,7 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   entries = [family.get(m) for m in models] if models else list(family.models)
   specs = [catalog.get(t) for t in tasks]
   parsed = [variants_lib.parse(v) for v in variants]
-  missing = [s.name for s in specs if not datadir.task_path(data_dir, s).is_file()]
+  missing = [s.name for s in specs if not storage.is_file(datadir.task_path(data_dir, s))]
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
                             f"run `invscale data download --data_dir {data_dir}`")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -69,9 +70,49 @@ def _prepare(run: Run, engine, data_dir: pathlib.Path, out: str,
 
 def _load(entry, options: ScoringOptions):
   """The engine of one model: its network, parameters (sharded over the mesh) and vocabulary."""
-  from invscale_jax.engine import engine, loading, partitioning  # pylint: disable=g-import-not-at-top
+  from invscale_jax.engine import compile_cache, engine, loading, partitioning  # pylint: disable=g-import-not-at-top
+  compile_cache.enable()
   mesh = partitioning.make_mesh(options.model_parallel)
   return engine.Engine(loading.load_model(entry, options.dtype, mesh), options)
+
+
+class _Prefetch:
+  """A model's engine, loaded in a background thread while another model scores: on a pod
+  the restore of a large checkpoint from storage takes minutes, and reading it is I/O."""
+
+  def __init__(self, entry, options: ScoringOptions):
+    self.entry, self._engine, self._error = entry, None, None
+    self._thread = threading.Thread(target=self._run, args=(options,), daemon=True,
+                                    name=f"invscale-prefetch-{entry.name}")
+    self._thread.start()
+
+  def _run(self, options: ScoringOptions) -> None:
+    try:
+      self._engine = _load(self.entry, options)
+    except Exception as e:  # raised by `get`, in the thread that scores
+      self._error = e
+
+  def get(self):
+    self._thread.join()
+    if self._error is not None:
+      raise self._error
+    return self._engine
+
+
+def _prefetches(entry, options: ScoringOptions) -> bool:
+  """Whether to load `entry` while the current model scores: `--prefetch on`, or (auto)
+  on accelerators when its parameters take at most half the free memory of a device. On
+  a CPU, reading a checkpoint (decompression, casts) and scoring share the same cores:
+  measured on 2 cores, overlapping them saved nothing, so auto leaves it off there."""
+  if options.prefetch != "auto":
+    return options.prefetch == "on"
+  import jax  # pylint: disable=g-import-not-at-top
+  from invscale_jax.engine import batch_sizer, loading  # pylint: disable=g-import-not-at-top
+  device = jax.local_devices()[0]
+  if device.platform == "cpu":
+    return False
+  needed = loading.param_bytes(entry) / options.model_parallel
+  return needed <= 0.5 * batch_sizer.free_bytes(device)
 
 
 def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
@@ -80,15 +121,21 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
   """Scores every selected run that is not complete; returns the runs."""
   runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)
   complete = _complete(runs, out)
-  for name in dict.fromkeys(r.entry.name for r in runs):
-    entry = family.get(name)
-    todo = [r for r, done in zip(runs, complete) if r.entry.name == name and not done]
-    if not todo:
-      print(f"{entry.name}: all runs already complete", file=sys.stderr)
-      continue
-    engine = _load(entry, options)
+  names = list(dict.fromkeys(r.entry.name for r in runs))
+  todo = {name: [r for r, done in zip(runs, complete) if r.entry.name == name and not done]
+          for name in names}
+  for name in names:
+    if not todo[name]:
+      print(f"{name}: all runs already complete", file=sys.stderr)
+  with_work = [family.get(name) for name in names if todo[name]]
+  prefetch = None
+  for k, entry in enumerate(with_work):
+    engine = prefetch.get() if prefetch is not None else _load(entry, options)
+    following = with_work[k + 1] if k + 1 < len(with_work) else None
+    prefetch = (_Prefetch(following, options)
+                if following is not None and _prefetches(following, options) else None)
     with results.LeaseKeeper() as keeper:
-      prepared = [_prepare(run, engine, data_dir, out, keeper) for run in todo]
+      prepared = [_prepare(run, engine, data_dir, out, keeper) for run in todo[entry.name]]
       total = sum(plan_lib.n_records(options, p.run, reqs) for p in prepared for reqs in p.pending)
       with progress.Bar(entry.name, total) as bar:
         for p in prepared:

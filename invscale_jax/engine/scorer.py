@@ -8,6 +8,7 @@ packing or device count: each target sees exactly its prefix (BOS + prompt) and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any, Callable, Sequence
 
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from invscale_jax.engine import packing, partitioning
+from invscale_jax.engine import batch_sizer, packing, partitioning
 from invscale_jax.engine.requests import Request
 
 BranchScores = list[np.ndarray]  # per branch: float32 [n_target_tokens]
@@ -33,13 +34,16 @@ class Scorer:
 
   def __init__(self, model: Any, params: Any, mesh: Mesh, tokens_per_batch: int = 8192,
                pack: bool = True):
+    """`tokens_per_batch` 0: as many rows as fit in device memory (`BatchSizer`)."""
     self.model = model
     self.params = params
     self.mesh = mesh
-    self.tokens_per_batch = tokens_per_batch
     self.pack = pack
     self._sharding = partitioning.batch_sharding(mesh)
     self._score = jax.jit(model.score, out_shardings=self._sharding)
+    self.tokens_per_batch: int | packing.RowsFor = tokens_per_batch or batch_sizer.BatchSizer(
+        self._score, params, mesh, json.dumps(dataclasses.asdict(model.config), sort_keys=True),
+        model.architecture == "encoder_decoder").rows
     self.throughput = Throughput()
 
   def _run(self, batch: packing.Batch) -> np.ndarray:

@@ -6,7 +6,8 @@ A model gin file binds the fields of `ModelConfig`, composed with `include` as i
   include 'models/t5_1_1/_t5_1_1.gin'
   ModelConfig.emb_dim = 768
 
-Relative `include` paths are looked up in the project's `gin/` folder. Model files are
+Relative `include` paths are looked up in the project's `gin/` folder; a model file and
+its includes may be `gs://` URLs (read through `storage`). Model files are
 read with gin's parser but not into gin's global configuration: one process loads many
 models (a family) next to the run's own gin settings, and they must never mix. So a
 model file holds only `include` and `ModelConfig.<field> = <literal>` statements.
@@ -21,15 +22,14 @@ import dataclasses
 import functools
 import math
 import os
-import pathlib
 from typing import Any, Sequence
 
 import ml_dtypes
 import numpy as np
 from gin import config_parser
 
-from invscale_jax import family
-from invscale_jax.models import position, t5x_gin
+from invscale_jax import family, storage
+from invscale_jax.models import t5x_gin
 
 
 # The stacks of models/decoder.py; T5X's own decoder_only and encoder_decoder are in t5.py.
@@ -162,6 +162,7 @@ class ModelConfig:
   def rotary(self) -> position.Rotary | None:
     """The rotary embedding of the leading int(head_dim * rotary_pct) dims, if any."""
     dims = int(self.head_dim * self.value("rotary_pct"))
+    from invscale_jax.models import position  # pylint: disable=g-import-not-at-top  (Flax)
     return position.Rotary(dims, self.rotary_base, self.rotary_scaling) if dims else None
 
   @property
@@ -201,9 +202,9 @@ class _LiteralsOnly(config_parser.ParserDelegate):
     raise ValueError(f"%{macro_name}: model gin files take literal values only")
 
 
-def _read_text(path: pathlib.Path) -> str:
+def _read_text(path: str) -> str:
   try:
-    return path.read_text(encoding="utf-8")
+    return storage.read_bytes(path).decode("utf-8")
   except UnicodeDecodeError as e:
     raise ValueError(f"{path}: not a gin file (not UTF-8 text at byte {e.start})") from None
 
@@ -219,11 +220,11 @@ def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
   """Adds the `ModelConfig` bindings of gin text (and of the files it includes) to values."""
   for statement in _statements(text, where):
     if isinstance(statement, config_parser.IncludeStatement):
-      path = family.GIN_DIR / os.path.expanduser(statement.filename)
-      if not path.is_file():
+      path = storage.resolve(family.GIN_DIR, statement.filename)
+      if not storage.is_file(path):
         raise FileNotFoundError(f"{where}: include {statement.filename!r}: no such file "
                                 f"(relative includes are looked up in {family.GIN_DIR})")
-      _read_bindings(_read_text(path), str(path), values)
+      _read_bindings(_read_text(path), path, values)
     elif (isinstance(statement, config_parser.BindingStatement) and not statement.scope
           and statement.selector == "ModelConfig"):
       values[statement.arg_name] = statement.value
@@ -237,15 +238,15 @@ def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> Mo
   """The `ModelConfig` bound by a model gin file (ours or T5X's), then by extra
   `bindings` lines. A Hugging Face model's `config.json` in place of the gin file gives
   the config its converter derives (convert/hf_dir.py)."""
-  path = pathlib.Path(gin_file)
   values: dict[str, Any] = {}
-  if path.name == "config.json":
+  path = os.fspath(gin_file)
+  if storage.basename(path) == "config.json":
     from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
-    values.update(dataclasses.asdict(hf_dir.model_config(path.parent)))
+    values.update(dataclasses.asdict(hf_dir.model_config(os.path.dirname(path))))
   elif t5x_gin.is_t5x_gin(path):
     values.update(t5x_gin.read(path).fields)
   else:
-    _read_bindings(_read_text(path), str(path), values)
+    _read_bindings(_read_text(path), path, values)
   _read_bindings("\n".join(bindings), "bindings", values)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(values.keys() - fields)

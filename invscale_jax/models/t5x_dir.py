@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Callable
 
+from invscale_jax import storage
 from invscale_jax.models import t5x_gin
 
 CONFIG_GIN = "config.gin"  # what T5X writes into every model dir it trains
@@ -24,7 +25,7 @@ def checkpoint_of(model_dir: str, step: int | None = None) -> str:
   if step is None:
     return layout.locate(model_dir).path
   path = layout.step_dir(model_dir, step)
-  if not os.path.isdir(path):
+  if not storage.is_dir(path):
     raise FileNotFoundError(f"{path}: no such checkpoint")
   return path
 
@@ -99,9 +100,8 @@ def _source(source: str, checkpoints: list[str], step: int | None
 def _vocabulary(source: str, spec: dict[str, Any] | None) -> dict[str, Any]:
   if spec is None:
     raise ValueError(f"{source}: the gin file names no vocabulary: pass --vocabulary")
-  if spec["type"] != "byte" and not os.path.isfile(spec["path"]):
-    raise ValueError(f"{source}: vocabulary {spec['path']} is not a local file: copy it "
-                     "and pass --vocabulary PATH")
+  if spec["type"] != "byte" and not storage.is_file(spec["path"]):
+    raise ValueError(f"{source}: vocabulary {spec['path']} not found: pass --vocabulary PATH")
   return spec
 
 

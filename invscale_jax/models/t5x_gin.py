@@ -11,7 +11,8 @@ Reads what T5X writes and ships:
 
 Statements apply in order (a later binding wins; an included file's where it stands).
 `include` paths are looked up beside the including file and in its parent directories
-(so a file inside a t5x checkout finds `t5x/examples/...`), then in the working directory.
+(so a file inside a t5x checkout finds `t5x/examples/...`), then in the working directory;
+the files may be gs:// URLs (read through `storage`).
 Imports map `network` to its module, which tells the three networks apart; without
 imports `network.TransformerConfig` is decoder_only and `network.T5Config` is t5 unless a
 scalable_t5-only parameter is bound.
@@ -27,11 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import tokenize
 from typing import Any, NamedTuple
 
 from gin import config_parser
+
+from invscale_jax import storage
 
 _DECODER_ONLY = "t5x.examples.decoder_only.network.TransformerConfig"
 _T5 = "t5x.examples.t5.network.T5Config"
@@ -100,17 +102,22 @@ class _Symbolic(config_parser.ParserDelegate):
     return Macro(macro_name)
 
 
-def _statements(path: pathlib.Path) -> list[Any]:
+def _statements(path: str) -> list[Any]:
   try:
-    return list(config_parser.ConfigParser(path.read_text(encoding="utf-8"), _Symbolic()))
+    text = storage.read_bytes(path).decode("utf-8")
+    return list(config_parser.ConfigParser(text, _Symbolic()))
   except SyntaxError as e:
     raise GinError(f"{path}:{e.lineno}: not a valid gin file: {e.msg}") from None
   except tokenize.TokenError as e:  # e.g. an unclosed bracket
     raise GinError(f"{path}:{e.args[1][0]}: not a valid gin file: {e.args[0]}") from None
   except UnicodeDecodeError as e:
     raise GinError(f"{path}: not a gin file (not UTF-8 text at byte {e.start})") from None
+  except FileNotFoundError:
+    raise GinError(f"{path}: cannot read: not found") from None
   except OSError as e:
     raise GinError(f"{path}: cannot read: {e.strerror}") from None
+  except storage.StorageError as e:
+    raise GinError(f"{path}: {e.detail}") from None
 
 
 def is_t5x_gin(path: str | os.PathLike[str]) -> bool:
@@ -118,14 +125,23 @@ def is_t5x_gin(path: str | os.PathLike[str]) -> bool:
   `ModelConfig.<field> = <value>` bindings)."""
   ours = lambda s: isinstance(s, config_parser.IncludeStatement) or (
       isinstance(s, config_parser.BindingStatement) and s.selector == "ModelConfig")
-  return not all(ours(s) for s in _statements(pathlib.Path(path)))
+  return not all(ours(s) for s in _statements(os.fspath(path)))
 
 
-def _find_include(including: pathlib.Path, name: str, where: str) -> pathlib.Path:
-  candidates = [pathlib.Path(name)] if os.path.isabs(name) else [
-      *(directory / name for directory in including.resolve().parents), pathlib.Path(name)]
+def _parents(path: str) -> list[str]:
+  """The directories holding `path` (a local path or gs:// URL), innermost first."""
+  parents, parent = [], storage.parent(path)
+  while parent not in parents and storage.is_url(parent) == storage.is_url(path):
+    parents.append(parent)
+    parent = storage.parent(parent)
+  return parents
+
+
+def _find_include(including: str, name: str, where: str) -> str:
+  candidates = [name] if os.path.isabs(name) or storage.is_url(name) else [
+      *(storage.join(directory, name) for directory in _parents(including)), name]
   for candidate in candidates:
-    if candidate.is_file():
+    if storage.is_file(candidate):
       return candidate
   raise GinError(f"{where}: include {name!r}: not found beside {including} nor in its "
                  "parent directories")
@@ -152,7 +168,7 @@ class _Reader:
         return module + selector[len(name):]
     return selector
 
-  def read(self, path: pathlib.Path, depth: int = 0) -> None:
+  def read(self, path: str, depth: int = 0) -> None:
     if depth > 32:
       raise GinError(f"{path}: includes nest more than 32 deep (an include cycle?)")
     for statement in _statements(path):
@@ -193,7 +209,7 @@ class _Reader:
             if sel == selector and arg and not scope}
 
 
-def _network(reader: _Reader, path: pathlib.Path) -> str:
+def _network(reader: _Reader, path: str) -> str:
   """The one T5X network config the file binds (its canonical selector)."""
   found = {sel for (_, sel, arg) in reader.bindings if arg and
            sel.rsplit(".", 1)[-1] in ("TransformerConfig", "T5Config")}
@@ -215,7 +231,7 @@ def _kind(reader: _Reader, selector: str) -> tuple[str, bool, tuple[str, ...]]:
   return _NETWORKS[_SCALABLE_T5 if scalable else _T5]
 
 
-def _fields(reader: _Reader, path: pathlib.Path, selector: str) -> dict[str, Any]:
+def _fields(reader: _Reader, path: str, selector: str) -> dict[str, Any]:
   architecture, per_layer, layer_fields = _kind(reader, selector)
   for (scope, sel, arg), binding in reader.bindings.items():
     if sel == selector and scope:
@@ -287,7 +303,7 @@ def _vocabulary(reader: _Reader) -> dict[str, Any] | None:
 
 def read(path: str | os.PathLike[str]) -> T5xModel:
   """The model a T5X gin file (with its includes) configures; GinError when it cannot."""
-  path = pathlib.Path(path)
+  path = os.fspath(path)
   reader = _Reader()
   reader.read(path)
   selector = _network(reader, path)

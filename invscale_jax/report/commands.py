@@ -16,7 +16,7 @@ from invscale_jax.report.errors import ReportError
 
 def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
                 externals: Sequence[str] = (),
-                options: analysis.Options = analysis.Options()) -> pathlib.Path:
+                options: analysis.Options = analysis.Options()) -> str | pathlib.Path:
   """Reads, analyses and writes the report; bad input raises before anything is written."""
   from invscale_jax.report import output  # pylint: disable=g-import-not-at-top  (matplotlib)
   if not results and not externals:

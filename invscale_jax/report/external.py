@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
+import os
 import pathlib
 
+from invscale_jax import storage
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report.errors import ReportError
 from invscale_jax.report.load import task_name
@@ -51,12 +54,11 @@ def _number(text: str | None, where: str, column: str, required: bool) -> float 
 
 def read_external(path: str | pathlib.Path) -> list[ExternalPoint]:
   """Reads one external CSV; every problem raises ReportError naming FILE:LINE and column."""
-  path = pathlib.Path(path)
+  path = os.fspath(path)
   try:
-    with open(path, newline="", encoding="utf-8") as f:
-      rows = list(csv.DictReader(f))
-      columns = rows[0].keys() if rows else []
-  except OSError as e:
+    rows = list(csv.DictReader(io.StringIO(storage.read_text(path), newline="")))
+    columns = rows[0].keys() if rows else []
+  except (OSError, storage.StorageError) as e:
     raise ReportError(f"{path}: unreadable: {e}") from None
   missing = [c for c in REQUIRED if c not in columns]
   if not rows or missing:
@@ -74,7 +76,8 @@ def read_external(path: str | pathlib.Path) -> list[ExternalPoint]:
     if compute is None and n_params is None:
       raise ReportError(f"{where}: compute: missing (and no n_params)")
     points.append(ExternalPoint(
-        family=(row.get("family") or path.stem).strip(), model=row["model"].strip(),
+        family=(row.get("family") or os.path.splitext(storage.basename(path))[0]).strip(),
+        model=row["model"].strip(),
         compute=compute, n_params=n_params, task=task,
         variant=(row.get("variant") or "zero_shot").strip(), metric=row["metric"],
         value=_number(row["value"], where, "value", required=True),

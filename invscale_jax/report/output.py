@@ -6,12 +6,23 @@ between them leaves the earlier report in `.DIR.old`; the next write into DIR fi
 back (or removes it, when DIR is there) and removes the temporary directories killed
 writers left. Writers hold a lock on DIR's parent while they do this, so none ever removes
 another's files.
+
+A `gs://` DIR cannot be swapped (Cloud Storage has no rename; each object is replaced
+whole, one at a time), so there a report is complete only while DIR/COMPLETE lists every
+file of it with its sha256 and the files match (`gcs_problem`). A write deletes COMPLETE
+first, so the earlier report stops being complete before any of its files changes, then
+writes every file, then creates COMPLETE (only if absent: of two writers racing, one
+fails) and checks it against the files, deleting it again if another writer changed
+them meanwhile. A kill anywhere leaves a DIR without a valid COMPLETE, which the next
+write replaces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import pathlib
 import re
@@ -19,6 +30,7 @@ import secrets
 import shutil
 from typing import Iterator, Sequence
 
+from invscale_jax import storage
 from invscale_jax.report import export
 from invscale_jax.report import html
 from invscale_jax.report import markdown
@@ -30,6 +42,7 @@ from invscale_jax.report.errors import ReportError
 TITLE = "Inverse scaling report"
 FILES = ("metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html",
          "summary.md")
+COMPLETE = "COMPLETE"  # a gs:// report's list of files and their sha256
 
 
 def render(a: Analysis, inputs: Sequence[str]) -> dict[str, bytes]:
@@ -54,8 +67,13 @@ def _replaceable(out: pathlib.Path) -> bool:
   return not names or (names <= set(FILES) and "metrics.json" in names)
 
 
-def check_destination(out_dir: str | pathlib.Path) -> pathlib.Path:
+def check_destination(out_dir: str | pathlib.Path) -> str | pathlib.Path:
   """`out_dir`, if it is absent, empty or an earlier report; else ReportError."""
+  if storage.is_url(out_dir):
+    names = set(storage.children(out_dir))
+    if not names <= {*FILES, COMPLETE}:
+      raise ReportError(f"{out_dir}: holds files that are not a report's; not overwriting it")
+    return storage.absolute(out_dir)
   out = pathlib.Path(out_dir)
   if out.exists() and not (out.is_dir() and _replaceable(out)):
     raise ReportError(f"{out}: exists and is not a report directory; not overwriting it")
@@ -112,10 +130,12 @@ def _swap(files: dict[str, bytes], out: pathlib.Path) -> None:
     raise
 
 
-def write(files: dict[str, bytes], out_dir: str | pathlib.Path) -> pathlib.Path:
+def write(files: dict[str, bytes], out_dir: str | pathlib.Path) -> str | pathlib.Path:
   """Puts `files` in `out_dir` all at once; an earlier report there is replaced. A failure
   of the file system (full, read-only) raises an OSError naming `out_dir`."""
   out = check_destination(out_dir)
+  if storage.is_url(out):
+    return _write_gcs(files, out)
   try:
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent):
@@ -125,4 +145,40 @@ def write(files: dict[str, bytes], out_dir: str | pathlib.Path) -> pathlib.Path:
     if e.errno is None:
       raise
     raise OSError(e.errno, e.strerror, str(out)) from None
+  return out
+
+
+# ---------------------------------------------------------------------------- on GCS
+
+
+def _digests(files: dict[str, bytes]) -> dict[str, str]:
+  return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def gcs_problem(out: str) -> str | None:
+  """None if the report at the gs:// URL `out` is complete, else what is wrong."""
+  marker = storage.read_stamped(storage.join(out, COMPLETE)).data
+  if marker is None:
+    return "no COMPLETE marker"
+  try:
+    listed = json.loads(marker)["files"]
+  except (ValueError, KeyError, TypeError):
+    return "COMPLETE is not what this version writes"
+  present = {n: storage.read_bytes(storage.join(out, n)) for n in storage.children(out)
+             if n != COMPLETE}
+  return None if _digests(present) == listed else "its files differ from what COMPLETE lists"
+
+
+def _write_gcs(files: dict[str, bytes], out: str) -> str:
+  marker = storage.join(out, COMPLETE)
+  storage.delete(marker)
+  for name, data in files.items():
+    storage.write_bytes(storage.join(out, name), data)
+  if not storage.create(marker, json.dumps({"files": _digests(files)}, indent=1).encode()):
+    raise ReportError(f"{out}: another report was written here at the same time; run again")
+  problem = gcs_problem(out)
+  if problem:
+    storage.delete(marker)
+    raise ReportError(f"{out}: another report was written here at the same time ({problem}); "
+                      "run again")
   return out

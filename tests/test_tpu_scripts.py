@@ -1,0 +1,182 @@
+"""tpu_scripts/setup.sh and score_pod.sh, run as a user runs them, against a pod of local
+workers.
+
+A stand-in `gcloud` on PATH runs `compute tpus tpu-vm ssh NAME --zone Z --worker=all
+--command CMD` as it would on each worker: CMD in bash, in the worker's home directory
+(one per worker), all workers at once, joined into one jax.distributed job on 127.0.0.1
+(INVSCALE_COORDINATOR / INVSCALE_NUM_PROCESSES / INVSCALE_PROCESS_ID stand for what
+`jax.distributed.initialize()` finds by itself on a TPU pod). setup.sh clones a snapshot
+of this working tree; a stand-in `uv` (INVSCALE_UV) makes the venv from this Python and
+its installed packages instead of downloading them, and installs the clone with pip
+(editable, offline). score_pod.sh then scores from and into a bucket on the GCS emulator.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+from conftest import (REPO, assert_same_records, bucket_results, read_results, select,
+                      without_run_keys)
+from invscale_jax import results, storage
+
+WORKERS = 2
+TPU, ZONE = "my-tpu", "us-central2-b"
+
+GCLOUD = """\
+#!{python}
+import os, socket, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
+  log.write(repr(args) + "\\n")
+assert args[:5] == ["compute", "tpus", "tpu-vm", "ssh", {tpu!r}], args
+assert args[5:7] == ["--zone", {zone!r}] and args[7] == "--worker=all", args
+assert args[8] == "--command" and len(args) == 10, args
+with socket.socket() as s:
+  s.bind(("127.0.0.1", 0))
+  port = s.getsockname()[1]
+env = {{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}}
+jobs = []
+for i in range({workers}):
+  home = os.path.join(os.environ["FAKE_TPU_ROOT"], f"worker-{{i}}")
+  os.makedirs(home, exist_ok=True)
+  jobs.append(subprocess.Popen(["bash", "-c", args[9]], cwd=home, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=dict(
+      env, HOME=home, INVSCALE_COORDINATOR=f"127.0.0.1:{{port}}",
+      INVSCALE_NUM_PROCESSES=str({workers}), INVSCALE_PROCESS_ID=str(i))))
+codes = []
+for i, job in enumerate(jobs):
+  out = job.communicate()[0]
+  sys.stdout.write("".join(f"worker-{{i}}: {{line}}\\n" for line in out.splitlines()))
+  codes.append(job.returncode)
+sys.exit(max(codes))
+"""
+
+UV = """\
+#!{python}
+# Stand-in for uv: this Python and its packages instead of downloads.
+import os, subprocess, sys
+args = [a for a in sys.argv[1:] if a not in ("-q", "--allow-existing")]
+with open(os.environ["FAKE_UV_LOG"], "a") as log:
+  log.write(repr(args) + "\\n")
+if args[:2] == ["python", "install"]:
+  assert args[2:] == ["3.11"], args
+elif args[0] == "venv":
+  assert args[1:3] == ["--python", "3.11"], args
+  subprocess.run([{python!r}, "-m", "venv", "--without-pip", args[3]], check=True)
+  site = subprocess.run([os.path.join(args[3], "bin", "python"), "-c",
+                         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                        check=True, capture_output=True, text=True).stdout.strip()
+  with open(os.path.join(site, "_test_packages.pth"), "w") as f:
+    f.write({packages!r} + "\\n")
+elif args[:2] == ["pip", "install"]:
+  python = args[args.index("--python") + 1]
+  assert args[args.index("-c") + 1] == "constraints.txt" and os.path.isfile("constraints.txt")
+  assert args[args.index("-e") + 1] == ".[tpu]", args
+  subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                  "--no-build-isolation", "-e", "."], check=True)
+else:
+  sys.exit(f"stand-in uv: unexpected {{args}}")
+"""
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory: pytest.TempPathFactory, gcs) -> dict[str, str]:
+  """The environment of the tpu_scripts commands: stand-in gcloud and uv, empty workers,
+  gs:// URLs reaching the emulator."""
+  del gcs  # only for the environment it sets
+  if shutil.which("git") is None:
+    pytest.skip("git is needed to clone the repository onto the workers")
+  root = tmp_path_factory.mktemp("pod")
+  bin_dir = root / "bin"
+  bin_dir.mkdir()
+  fill = dict(python=sys.executable, tpu=TPU, zone=ZONE, workers=WORKERS,
+              packages=sysconfig.get_paths()["purelib"])
+  for name, text in (("gcloud", GCLOUD), ("uv", UV)):
+    (bin_dir / name).write_text(text.format(**fill))
+    (bin_dir / name).chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if not k.startswith("INVSCALE_")}
+  env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", INVSCALE_UV=str(bin_dir / "uv"),
+             FAKE_TPU_ROOT=str(root / "workers"), FAKE_GCLOUD_LOG=str(root / "gcloud.log"),
+             FAKE_UV_LOG=str(root / "uv.log"), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return env
+
+
+def snapshot(target: pathlib.Path) -> str:
+  """A git repository holding this working tree's files (committed or not): what the
+  workers clone."""
+  listed = subprocess.run(["git", "-C", REPO, "ls-files", "-co", "--exclude-standard", "-z"],
+                          check=True, capture_output=True, text=True).stdout.split("\0")
+  for name in filter(None, listed):
+    if (REPO / name).is_file() and not (REPO / name).is_symlink():
+      (target / name).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(REPO / name, target / name)
+  git = ["git", "-C", str(target), "-c", "user.name=test", "-c", "user.email=test@localhost"]
+  for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+    subprocess.run(git + command, check=True)
+  return str(target)
+
+
+def run(env: dict[str, str], *argv: str, timeout: float = 400) -> subprocess.CompletedProcess:
+  return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
+                        check=False)
+
+
+@pytest.fixture(scope="module")
+def installed(pod: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+  """setup.sh has installed the snapshot on every worker."""
+  source = snapshot(tmp_path_factory.mktemp("source"))
+  result = run(pod, str(REPO / "tpu_scripts" / "setup.sh"), TPU, ZONE, source)
+  assert result.returncode == 0, result.stdout + result.stderr
+  pod = dict(pod, SETUP_OUTPUT=result.stdout)
+  return pod
+
+
+def test_setup_installs_and_checks_every_worker(installed: dict[str, str]) -> None:
+  lines = installed["SETUP_OUTPUT"].splitlines()
+  for i in range(WORKERS):
+    assert (f"worker-{i}: invscale-jax ready on worker {i} of {WORKERS}: jax "
+            in "\n".join(lines)), lines
+    assert any(line.startswith(f"worker-{i}: ") and line.endswith(
+        f"1 of {WORKERS} devices") for line in lines), lines
+    checkout = pathlib.Path(installed["FAKE_TPU_ROOT"], f"worker-{i}", "invscale-jax")
+    assert (checkout / "invscale_jax" / "storage.py").is_file()
+    assert os.access(checkout / ".venv" / "bin" / "invscale", os.X_OK)
+  uv_calls = pathlib.Path(installed["FAKE_UV_LOG"]).read_text().splitlines()
+  assert len(uv_calls) == 3 * WORKERS  # python install, venv, pip install on each worker
+
+
+def test_setup_needs_a_repository(pod: dict[str, str]) -> None:
+  log = pathlib.Path(pod["FAKE_GCLOUD_LOG"])
+  before = log.read_text() if log.exists() else ""
+  result = run(pod, str(REPO / "tpu_scripts" / "setup.sh"), TPU, ZONE)
+  assert result.returncode != 0 and "REPOSITORY" in result.stderr
+  assert (log.read_text() if log.exists() else "") == before  # no worker was touched
+
+
+def test_score_pod_scores_from_and_into_a_bucket(installed: dict[str, str], family_in_bucket,
+                                                 reference_results: pathlib.Path) -> None:
+  out = f"{family_in_bucket.url}/pod-results"
+  argv = ("--family", family_in_bucket.manifest, "--model", "tiny-1", "--tasks", "memo-trap",
+          "--variants", "zero_shot", "--data_dir", family_in_bucket.data, "--out", out,
+          "--chunk_size", "8", "--tokens_per_batch", "1024")
+  result = run(installed, str(REPO / "tpu_scripts" / "score_pod.sh"), TPU, ZONE, "--", *argv)
+  assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+  calls = pathlib.Path(installed["FAKE_GCLOUD_LOG"]).read_text().splitlines()
+  command = ast.literal_eval(calls[-1])[-1]
+  assert command.split() == ["cd", "invscale-jax", "&&", "INVSCALE_TPU_POD=1",
+                             ".venv/bin/invscale", "score", *argv]  # gs:// URLs unchanged
+  (run_dir,) = results.run_dirs(out)
+  assert results.is_complete(run_dir)
+  assert len(results.chunk_names(run_dir)) == 3  # 24 examples by 8, written once, by host 0
+  assert results.LEASE not in storage.children(run_dir)
+  expected = select(read_results(reference_results), ("tiny-1",), ("memo-trap",), ("zero_shot",))
+  assert_same_records(without_run_keys(bucket_results(out)), without_run_keys(expected), 1e-5)
