@@ -1,14 +1,26 @@
-"""Scoring throughput: the engine against a naive T5X-style baseline, in one process.
+"""Scoring throughput: the engine against a naive T5X-style baseline, and against the
+matmul roofline, in one process.
 
 For each model config and each real task file present in the data dir (zero-shot):
-- engine: prefix-shared, packed, length-bucketed scoring (`Scorer`);
+- engine: prefix-shared, packed, length-bucketed scoring (`Scorer`), blockwise attention
+  on long rows (`attention.AUTO`); with `--dense` also the engine with dense attention
+  everywhere (`attention.DENSE`), timed in turns with it;
 - baseline: what T5X's score mode does: one row per class, every row padded to one fixed
   length (the task's longest row rounded up to a power of two, which favours the
   baseline), logits and log-softmax at every position (`reference.score`).
-Both are timed after a warm-up pass (compilation excluded) and must agree within 1e-5
-(float32). Prints rows/s, tokens/s (tokens = BOS + prompt + class of every row, the work a
-naive evaluation faces), the speedup, and achieved FLOP/s (2 x params x tokens actually
-computed) against a float32 matmul peak measured in the same run.
+Everything is timed after a warm-up pass (compilation excluded); the engine runs
+`--repeats` times, each time between two measurements of the float32 matmul peak, and
+medians are reported. Engine and baseline must agree within 1e-5 (float32).
+
+Printed per task: rows/s and tokens/s (tokens = BOS + prompt + class of every row, the
+work a naive evaluation faces), the speedup over the baseline, and the engine's
+essential FLOP/s: the work no correct evaluation can avoid, divided by the engine's time,
+as a share of the matmul peak. Essential work: every prompt token and every branch token
+(a class minus its last token) once through the matmuls (2 x non-embedding matmul
+parameters: attention, MLP and projections, whatever their shapes, GQA included);
+attention of each token over the keys it sees (4 x heads x head_dim per key and layer:
+QK and AV, causal within its own example and branch); logits only at target tokens
+(2 x vocab x width). Padding, masked-out attention and skipped work count for nothing.
 
   python benchmarks/score_throughput.py --data_dir ../shared/data/inverse_scaling
 """
@@ -17,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import statistics
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,67 +43,116 @@ from invscale_jax import family, models
 from invscale_jax.data import datadir
 from invscale_jax.engine import packing, partitioning, reference, requests
 from invscale_jax.engine.scorer import Scorer
+from invscale_jax.models import attention
 
-CONFIGS = {"tiny-4": "models/tiny/tiny_4.gin", "100m": "models/bench/100m.gin"}
+CONFIGS = {"tiny-4": "models/tiny/tiny_4.gin", "100m": "models/bench/100m.gin",
+           "pythia-70m": "models/pythia/70m.gin"}
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  """float32 FLOP/s of an n x n matmul on the default device."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
+def matmul_peak(n: int = 2048, chain: int = 8) -> float:
+  """float32 FLOP/s of n x n matmuls on the default device (a chain of `chain` in one
+  program, so that no output is allocated between them)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  w = x / np.sqrt(n)
+  f = jax.jit(lambda x, w: jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x))
+  f(x, w).block_until_ready()
   start = time.perf_counter()
-  for _ in range(repeats):
-    out = f(a)
-  out.block_until_ready()
-  return 2 * n**3 * repeats / (time.perf_counter() - start)
+  f(x, w).block_until_ready()
+  return 2 * n**3 * chain / (time.perf_counter() - start)
 
 
-def timed(fn) -> tuple[float, object]:
-  fn()  # warm-up: compile every shape
-  start = time.perf_counter()
-  result = fn()
-  return time.perf_counter() - start, result
+def _matmul_params(model) -> tuple[int, int]:
+  """(parameters of the matmuls every token goes through, width of the logits layer)."""
+  shapes = model.param_shapes()["decoder"]
+  kernels = [leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
+             if path[-1].key == "kernel" and path[0].key != "logits_dense"]
+  width = (shapes["logits_dense"]["kernel"].shape[0] if "logits_dense" in shapes
+           else shapes["token_embedder"]["embedding"].shape[1])
+  return sum(kernels), width
+
+
+def essential_flops(model, reqs: list[requests.Request]) -> float:
+  """The FLOPs no correct evaluation of `reqs` can avoid (see the module docstring)."""
+  cfg = model.config
+  if cfg.architecture == "encoder_decoder":
+    raise ValueError("essential_flops counts decoder-only models")
+  matmul, width = _matmul_params(model)
+  tokens = keys = targets = 0
+  for r in reqs:
+    m = len(r.prefix)
+    tokens += packing.decoder_length(r)
+    keys += m * (m + 1) // 2  # prompt token p sees p + 1 keys
+    for b in r.branches:
+      n = len(b.context) + len(b.target) - 1
+      keys += n * m + n * (n + 1) // 2
+      targets += len(b.target)
+  attention_flops = 4 * cfg.num_heads * cfg.head_dim * cfg.num_layers * keys
+  return 2 * matmul * tokens + attention_flops + 2 * cfg.vocab_size * width * targets
 
 
 def row_tokens(reqs: list[requests.Request]) -> int:
   return sum(1 + len(r.prefix) + len(b.context) + len(b.target) for r in reqs for b in r.branches)
 
 
-def bench(name: str, model, params, reqs: list[requests.Request], peak: float,
-          tokens_per_batch: int) -> None:
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+  start = time.perf_counter()
+  result = fn()
+  return time.perf_counter() - start, result
+
+
+def max_diff(got, want) -> float:
+  return max(float(np.max(np.abs(a - b))) for x, y in zip(got, want) for a, b in zip(x, y))
+
+
+def bench(name: str, model, params, reqs: list[requests.Request], tokens_per_batch: int,
+          repeats: int, dense: bool) -> None:
   rows, tokens = sum(len(r.branches) for r in reqs), row_tokens(reqs)
   mesh = partitioning.make_mesh()
-  scorer = Scorer(model, params, mesh, tokens_per_batch)
-  engine_s, got = timed(lambda: scorer.score(reqs))
-  computed = sum(b.n_tokens for b in packing.make_batches(reqs, model.architecture, tokens_per_batch))
+  engines = {"engine": Scorer(model, params, mesh, tokens_per_batch)}
+  if dense:
+    dense_model = models.Model(model.config, attention=attention.DENSE)
+    engines["dense"] = Scorer(dense_model, params, mesh, tokens_per_batch)
+  results = {k: e.score(reqs) for k, e in engines.items()}  # warm-up: compile every shape
+  seconds: dict[str, list[float]] = {k: [] for k in engines}
+  peaks = [matmul_peak()]
+  for _ in range(repeats):
+    for k, e in engines.items():
+      seconds[k].append(timed(lambda: e.score(reqs))[0])
+      peaks.append(matmul_peak())
   length = packing.bucket(max(1 + len(r.prefix) + len(b.context) + len(b.target)
                               for r in reqs for b in r.branches))
   baseline_batch = max(1, tokens_per_batch // length)
-  base_s, want = timed(lambda: reference.score(model, params, reqs, length, baseline_batch))
-  worst = max(float(np.max(np.abs(a - b))) for x, y in zip(got, want) for a, b in zip(x, y))
-  n = model.num_params()
-  print(f"{name:28s} rows {rows:5d}  engine {rows / engine_s:8.1f} rows/s {tokens / engine_s:9.0f} tok/s"
-        f" | baseline {rows / base_s:8.1f} rows/s {tokens / base_s:9.0f} tok/s (len {length})"
-        f" | speedup {base_s / engine_s:5.2f}x | engine {2 * n * computed / engine_s / 1e9:6.1f}"
-        f" GFLOP/s = {2 * n * computed / engine_s / peak:5.1%} of peak | max |diff| {worst:.1e}")
+  baseline = lambda: reference.score(model, params, reqs, length, baseline_batch)
+  baseline()  # warm-up
+  base_s, want = timed(baseline)
+  worst = max(max_diff(got, want) for got in results.values())
+  peak, flops = statistics.median(peaks), essential_flops(model, reqs)
+  line = f"{name:28s} rows {rows:4d} | baseline {tokens / base_s:7.0f} tok/s"
+  for k, s in seconds.items():
+    t = statistics.median(s)
+    line += (f" | {k} {tokens / t:7.0f} tok/s {base_s / t:5.2f}x {flops / t / 1e9:6.1f} GFLOP/s"
+             f" = {flops / t / peak:4.0%} of peak")
+  print(f"{line} | peak {peak / 1e9:.0f} GFLOP/s (range {min(peaks) / 1e9:.0f}-"
+        f"{max(peaks) / 1e9:.0f}) | max |diff| {worst:.1e}", flush=True)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default=str(pathlib.Path(__file__).resolve().parents[2]
                                                 / "shared" / "data" / "inverse_scaling"))
-  parser.add_argument("--configs", default="tiny-4,100m")
+  parser.add_argument("--configs", default="tiny-4,100m,pythia-70m")
   parser.add_argument("--tasks", help="comma-separated tasks (default: all present)")
   parser.add_argument("--examples", type=int, default=0,
                       help="examples per task (0: all for tiny-4, 16 for larger models)")
   parser.add_argument("--max_length", type=int, default=2048)
   parser.add_argument("--tokens_per_batch", type=int, default=8192)
+  parser.add_argument("--repeats", type=int, default=3, help="timed engine runs (median)")
+  parser.add_argument("--dense", action="store_true",
+                      help="also time the engine with dense attention everywhere")
   args = parser.parse_args()
   data_dir = pathlib.Path(args.data_dir)
   tasks = args.tasks.split(",") if args.tasks else [s.name for s in datadir.present_tasks(data_dir)]
-  peak = matmul_peak()
-  print(f"devices: {jax.devices()}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s; tasks: {tasks}")
+  print(f"devices: {jax.devices()}; tasks: {tasks}")
   vocabulary = seqio.ByteVocabulary()
   options = seqio_tasks.tasks.PromptOptions(seed=0, max_length=args.max_length)
   for config_name in args.configs.split(","):
@@ -97,11 +160,14 @@ def main() -> None:
                                             ["ModelConfig.dtype = 'float32'"]))
     params = model.init(jax.random.PRNGKey(0))
     limit = args.examples or (None if config_name == "tiny-4" else 16)
-    print(f"\n{config_name}: {model.num_params():,} parameters, {limit or 'all'} examples per task")
+    bos_id = family.DEFAULT_BOS[model.architecture]
+    print(f"\n{config_name}: {model.num_params():,} parameters, {limit or 'all'} examples per "
+          f"task, BOS {bos_id}")
     for task in tasks:
       t = seqio_tasks.build_task(task, "zero_shot", vocabulary, options, str(data_dir))
-      reqs = requests.from_task(t, vocabulary, max_length=args.max_length)[:limit]
-      bench(f"{config_name} {task}", model, params, reqs, peak, args.tokens_per_batch)
+      reqs = requests.from_task(t, vocabulary, max_length=args.max_length, bos_id=bos_id)[:limit]
+      bench(f"{config_name} {task}", model, params, reqs, args.tokens_per_batch, args.repeats,
+            args.dense)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from invscale_jax.models import layers
 from invscale_jax.models.config import ModelConfig
+from invscale_jax.models.masks import Mask
 
 Array = jax.Array
 
@@ -45,7 +46,7 @@ class DecoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, positions: Array, key_positions: Array,
+  def __call__(self, x: Array, mask: Mask, positions: Array, key_positions: Array,
                kv: layers.KV | None, index: Array | int) -> tuple[Array, layers.KV]:
     cfg = self.config
     dtype = cfg.activation_dtype
@@ -95,7 +96,7 @@ class Decoder(nn.Module):
     if not cfg.logits_via_embedding:
       self.logits_dense = layers.Dense(cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32)
 
-  def __call__(self, tokens: Array, positions: Array, key_positions: Array, mask: Array,
+  def __call__(self, tokens: Array, positions: Array, key_positions: Array, mask: Mask,
                kv: list[layers.KV] | None = None,
                index: Array | int = 0) -> tuple[Array, list[layers.KV]]:
     """Final hidden states [B, Q, emb] and per-layer keys/values (see t5.Decoder)."""
@@ -105,9 +106,7 @@ class Decoder(nn.Module):
       x = self.project_in(x)
     if cfg.position_offset is not None:
       x = x + self.position_embedder(positions + cfg.position_offset)
-    if cfg.sliding_window:
-      offsets = positions[:, None, :, None] - key_positions[:, None, None, :]
-      mask = mask & (offsets < cfg.sliding_window)
+    mask = mask.with_window(cfg.sliding_window, positions, key_positions)
     new_kv = []
     for i, layer in enumerate(self.layers):
       x, layer_kv = layer(x, mask, positions, key_positions, None if kv is None else kv[i], index)

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from invscale_jax.models import position
+from invscale_jax.models import attention, position
+from invscale_jax.models.masks import Mask
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -128,24 +129,6 @@ class MLP(nn.Module):
     return dense(x.shape[-1], ("mlp", "embed"), name="wo")(functools.reduce(operator.mul, hidden))
 
 
-def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, bias: Array | None,
-                          scale: float) -> Array:
-  """softmax(q.k * scale + bias) over the keys `mask` allows, applied to v.
-
-  q [B, Q, H, D], k and v [B, K, G, D] with G dividing H (grouped-query attention: query
-  head h reads key/value head h // (H / G); G = H is plain multi-head attention), mask
-  bool [B, 1, Q, K], bias [B, H, Q, K].
-  """
-  (batch, length, heads, dims), groups = q.shape, k.shape[2]
-  q = q.reshape(batch, length, groups, heads // groups, dims)
-  logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32) * scale
-  if bias is not None:
-    logits = logits + bias.reshape(batch, groups, heads // groups, *bias.shape[2:])
-  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bgrqk,bkgd->bqgrd", weights, v).reshape(batch, length, heads, dims)
-
-
 class Attention(nn.Module):
   """Multi-head attention: `query` kernel [emb, heads*head_dim], `key`/`value` kernels
   [emb, kv_heads*head_dim] (fewer key/value heads: grouped-query attention), `out`.
@@ -190,14 +173,14 @@ class Attention(nn.Module):
     """Keys and values [B, L, kv_heads, D] of the inputs x [B, L, emb]."""
     return self._heads(self.key(x)), self._heads(self.value(x))
 
-  def __call__(self, x: Array, kv: KV, mask: Array, bias: Array | None = None,
+  def __call__(self, x: Array, kv: KV, mask: Mask, bias: position.RelativeBias | None = None,
                positions: Array | None = None, key_positions: Array | None = None) -> Array:
     """Attends from x [B, Q, emb] to kv; positions [B, Q] and [B, K] are for rotary."""
     q, (k, v) = self._heads(self.query(x)), kv
     if self.rotary is not None:
       q, k = self.rotary(q, positions), self.rotary(k, key_positions)
     scale = self.head_dim**-0.5 if self.runtime_scaling else 1.0
-    y = dot_product_attention(q, k, v, mask, bias, scale)
+    y = attention.dot_product_attention(q, k, v, mask, bias, scale)
     return self.out(y.reshape(*y.shape[:2], -1))
 
 

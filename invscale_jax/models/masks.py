@@ -1,28 +1,151 @@
-"""The attention mask shared by every architecture, for packed and branched rows."""
+"""The attention mask shared by every architecture, for packed and branched rows.
+
+`visible` is the rule; `attention_mask` materialises it for whole rows, and `Mask` keeps it
+as per-token ids so that long rows are masked block by block (models/attention.py).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+if TYPE_CHECKING:
+  from invscale_jax.models.attention import Policy
 
 Array = jax.Array
+NONE = 2**29  # block_range of a block without valid tokens: (NONE, -NONE)
+
+
+def visible(q_segments: Array, k_segments: Array, q_index: Array, k_index: Array, *,
+            causal: bool, q_branches: Array | None = None, k_branches: Array | None = None,
+            q_positions: Array | None = None, k_positions: Array | None = None,
+            window: int = 0) -> Array:
+  """Whether each query sees each key, from broadcastable per-query and per-key ids.
+
+  A key is visible iff it has the query's segment id and that id is nonzero (0 is
+  padding); when `causal`, it is not after the query in row order (query i and key i
+  share a slot); when branch ids are given, it is in the shared prompt (branch 0) or in
+  the query's own branch; with a `window`, its position is less than `window` before the
+  query's (Mistral's sliding window).
+  """
+  mask = (q_segments == k_segments) & (q_segments > 0)
+  if causal:
+    mask &= k_index <= q_index
+  if q_branches is not None:
+    mask &= (k_branches == 0) | (k_branches == q_branches)
+  if window:
+    mask &= q_positions - k_positions < window
+  return mask
 
 
 def attention_mask(segment_ids: Array, key_segment_ids: Array, *, causal: bool,
                    branch_ids: Array | None = None,
                    key_branch_ids: Array | None = None) -> Array:
-  """Which keys each query may attend to: bool [B, 1, Q, K].
+  """Which keys each query may attend to: bool [B, 1, Q, K] (the rules of `visible`)."""
+  return Mask(segment_ids, key_segment_ids, branch_ids, key_branch_ids, causal=causal).dense()
 
-  A key is visible iff it has the query's segment id and that id is nonzero (0 is
-  padding); when `causal`, it is not after the query in row order (query i and key i
-  share a slot); when branch ids are given, it is in the shared prompt (branch 0) or in
-  the query's own branch.
+
+def block_range(x: Array, valid: Array, size: int) -> tuple[Array, Array]:
+  """Min and max of x [B, L] over the valid tokens of each block of `size` tokens:
+  [B, L // size] each, (NONE, -NONE) for a block without valid tokens."""
+  x = x.reshape(x.shape[0], -1, size)
+  valid = valid.reshape(x.shape)
+  return jnp.where(valid, x, NONE).min(-1), jnp.where(valid, x, -NONE).max(-1)
+
+
+def _column(x: Array | None) -> Array | None:
+  return None if x is None else x[:, :, None]
+
+
+def _row(x: Array | None) -> Array | None:
+  return None if x is None else x[:, None, :]
+
+
+def _slice(x: Array | None, start: Array | int, size: int) -> Array | None:
+  return None if x is None else jax.lax.dynamic_slice_in_dim(x, start, size, axis=1)
+
+
+@flax.struct.dataclass
+class Mask:
+  """Which keys each query sees, as per-token ids: segments [B, Q] and key segments [B, K]
+  (0 = padding), optional branch ids, and positions where a window applies.
+
+  `dense()` gives the whole [B, 1, Q, K] mask, `block(...)` one block of it, so that
+  blockwise attention never builds a [Q, K] array. `policy` says when attention goes
+  blockwise (None: attention.AUTO).
   """
-  q_seg, k_seg = segment_ids[:, :, None], key_segment_ids[:, None, :]
-  mask = (q_seg == k_seg) & (q_seg > 0)
-  if causal:
-    mask &= jnp.arange(k_seg.shape[-1])[None, :] <= jnp.arange(q_seg.shape[1])[:, None]
-  if branch_ids is not None:
-    k_branch = key_branch_ids[:, None, :]
-    mask &= (k_branch == 0) | (k_branch == branch_ids[:, :, None])
-  return mask[:, None]
+
+  segments: Array
+  key_segments: Array
+  branches: Array | None = None
+  key_branches: Array | None = None
+  positions: Array | None = None
+  key_positions: Array | None = None
+  causal: bool = flax.struct.field(pytree_node=False, default=False)
+  window: int = flax.struct.field(pytree_node=False, default=0)
+  policy: Policy | None = flax.struct.field(pytree_node=False, default=None)
+
+  def with_window(self, window: int, positions: Array, key_positions: Array) -> Mask:
+    """This mask, keys also limited to the `window` positions up to the query's (0: none)."""
+    if not window:
+      return self
+    return self.replace(window=window, positions=positions, key_positions=key_positions)
+
+  def padded(self, queries: int, keys: int) -> Mask:
+    """The mask of rows padded to `queries` and `keys` tokens; padding sees nothing."""
+    def pad(x: Array | None, size: int) -> Array | None:
+      return None if x is None else jnp.pad(x, ((0, 0), (0, size - x.shape[1])))
+    return self.replace(
+        segments=pad(self.segments, queries), key_segments=pad(self.key_segments, keys),
+        branches=pad(self.branches, queries), key_branches=pad(self.key_branches, keys),
+        positions=pad(self.positions, queries), key_positions=pad(self.key_positions, keys))
+
+  def block(self, q_start: Array | int, q_size: int, k_start: Array | int,
+            k_size: int) -> Array:
+    """bool [B, q_size, k_size]: the mask of queries q_start.. and keys k_start.."""
+    return visible(
+        _column(_slice(self.segments, q_start, q_size)),
+        _row(_slice(self.key_segments, k_start, k_size)),
+        (q_start + jnp.arange(q_size))[:, None], (k_start + jnp.arange(k_size))[None, :],
+        causal=self.causal, q_branches=_column(_slice(self.branches, q_start, q_size)),
+        k_branches=_row(_slice(self.key_branches, k_start, k_size)),
+        q_positions=_column(_slice(self.positions, q_start, q_size)),
+        k_positions=_row(_slice(self.key_positions, k_start, k_size)), window=self.window)
+
+  def blocks(self, q_size: int, k_size: int) -> tuple[Array, Array]:
+    """Which blocks of q_size x k_size tokens may hold a visible (query, key) pair, and
+    which are visible throughout, in every row: bool [Q // q_size, K // k_size] each.
+
+    Decided from each block's range of ids, so a "may" can be a false alarm (the block is
+    then computed and masked), never a miss.
+    """
+    col, row = (lambda x: x[:, :, None]), (lambda x: x[:, None, :])
+    q_valid, k_valid = self.segments > 0, self.key_segments > 0
+    q_min, q_max = block_range(self.segments, q_valid, q_size)
+    k_min, k_max = block_range(self.key_segments, k_valid, k_size)
+    some = (col(q_max) >= row(k_min)) & (row(k_max) >= col(q_min))
+    every = ((col(q_min) == col(q_max)) & (col(q_max) == row(k_min)) & (row(k_min) == row(k_max))
+             & col(q_valid.reshape(q_min.shape + (q_size,)).all(-1))
+             & row(k_valid.reshape(k_min.shape + (k_size,)).all(-1)))
+    if self.causal:
+      q_first = np.arange(q_min.shape[1])[:, None] * q_size
+      k_first = np.arange(k_min.shape[1])[None, :] * k_size
+      some &= k_first <= q_first + q_size - 1
+      every &= k_first + k_size - 1 <= q_first
+    if self.key_branches is not None:
+      shared = self.key_branches.reshape(k_min.shape + (k_size,)).max(-1) == 0
+      every &= row(shared)
+    if self.window:
+      qp_min, qp_max = block_range(self.positions, q_valid, q_size)
+      kp_min, kp_max = block_range(self.key_positions, k_valid, k_size)
+      some &= col(qp_min) - row(kp_max) < self.window
+      every &= col(qp_max) - row(kp_min) < self.window
+    return some.any(0), every.all(0)
+
+  def dense(self) -> Array:
+    """bool [B, 1, Q, K]: the whole mask."""
+    return self.block(0, self.segments.shape[1], 0, self.key_segments.shape[1])[:, None]

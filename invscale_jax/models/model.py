@@ -12,7 +12,8 @@ Scoring batch (dict of int32 arrays; M = scored tokens per row):
   target_ids [B, M], target_mask [B, M]
   encoder_tokens [B, Le], encoder_segment_ids [B, Le]   (encoder_decoder only)
 A token attends to a key iff same nonzero segment, key index <= its index, and the key
-is in branch 0 or in its own branch (see masks.attention_mask).
+is in branch 0 or in its own branch (see masks.visible). Long rows attend block by block
+(models/attention.py; `Model(config, attention=...)` sets when, default attention.AUTO).
 
 Decoding batch (right-padded prompts): tokens [B, L], lengths [B]; encoder_decoder also
 encoder_tokens [B, Le], encoder_lengths [B] (its decoder prompt is usually [0]).
@@ -29,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from invscale_jax.models import layers, networks
+from invscale_jax.models.attention import Policy
 from invscale_jax.models.config import ModelConfig
-from invscale_jax.models.masks import attention_mask
+from invscale_jax.models.masks import Mask
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -59,9 +61,10 @@ def _filled(lengths: Array, size: int) -> Array:
 class Model:
   """A network built from `config`, with T5X parameter names."""
 
-  def __init__(self, config: ModelConfig):
+  def __init__(self, config: ModelConfig, attention: Policy | None = None):
     self.config = config
     self.network = networks.build(config)
+    self.attention = attention
 
   @property
   def architecture(self) -> str:
@@ -97,9 +100,13 @@ class Model:
   def _apply(self, params: Params, method: str, *args, **kwargs) -> Any:
     return self.network.apply({"params": params}, *args, method=method, **kwargs)
 
+  def _mask(self, segments: Array, key_segments: Array, **kwargs) -> Mask:
+    return Mask(segments, key_segments, policy=self.attention, **kwargs)
+
   def _cross_kv(self, params: Params, encoder_tokens: Array,
                 encoder_segments: Array) -> list[layers.KV]:
-    encoded = self._apply(params, "encode", encoder_tokens, encoder_segments)
+    encoded = self._apply(params, "encode", encoder_tokens,
+                          self._mask(encoder_segments, encoder_segments))
     return self._apply(params, "cross_kv", encoded)
 
   def _cross_args(self, segments: Array, cross_kv: list[layers.KV] | None,
@@ -108,13 +115,12 @@ class Model:
     if cross_kv is None:
       return {}
     return {"cross_kv": cross_kv,
-            "cross_mask": attention_mask(segments, encoder_segments, causal=False)}
+            "cross_mask": self._mask(segments, encoder_segments)}
 
   def score(self, params: Params, batch: Batch) -> Array:
     """log p(target_ids) per target, float32 [B, M]; masked targets are 0."""
     segments, branches, positions = batch["segment_ids"], batch["branch_ids"], batch["positions"]
-    mask = attention_mask(segments, segments, causal=True, branch_ids=branches,
-                          key_branch_ids=branches)
+    mask = self._mask(segments, segments, branches=branches, key_branches=branches, causal=True)
     cross_kv, encoder_segments = None, batch.get("encoder_segment_ids")
     if self.architecture == "encoder_decoder":
       cross_kv = self._cross_kv(params, batch["encoder_tokens"], encoder_segments)
@@ -152,7 +158,7 @@ class Model:
       cache = cache.replace(cross_kv=self._cross_kv(params, encoder_tokens, encoder_segments),
                             encoder_segments=encoder_segments)
     segments = key_segments[:, :length]
-    mask = attention_mask(segments, key_segments, causal=True)
+    mask = self._mask(segments, key_segments, causal=True)
     hidden, kv = self._apply(params, "decode", tokens, key_positions[:, :length], key_positions,
                              mask, kv=empty, index=0,
                              **self._cross_args(segments, cache.cross_kv, cache.encoder_segments))
@@ -166,7 +172,7 @@ class Model:
     key_positions = cache.key_positions.at[:, index].set(positions)
     segments = jnp.ones((tokens.shape[0], 1), jnp.int32)
     # The cache holds only each row's past and current tokens: no causal mask needed.
-    mask = attention_mask(segments, key_segments, causal=False)
+    mask = self._mask(segments, key_segments)
     hidden, kv = self._apply(params, "decode", tokens[:, None], positions[:, None], key_positions,
                              mask, kv=cache.kv, index=index,
                              **self._cross_args(segments, cache.cross_kv, cache.encoder_segments))

@@ -3,7 +3,8 @@
 Every network offers the same methods to `Model`:
   decode(tokens, positions, key_positions, mask, kv=None, index=0, **cross) -> (hidden, kv)
   logits(hidden) -> float32 logits
-and the encoder-decoder also `encode(tokens, segment_ids)` and `cross_kv(encoded)`.
+and the encoder-decoder also `encode(tokens, mask)` and `cross_kv(encoded)`; masks are
+`masks.Mask`s.
 `__call__` runs every parameter once and is only used to create them.
 """
 
@@ -15,16 +16,16 @@ import jax.numpy as jnp
 
 from invscale_jax.models import decoder, layers, t5
 from invscale_jax.models.config import DECODER_ARCHITECTURES, ModelConfig
-from invscale_jax.models.masks import attention_mask
+from invscale_jax.models.masks import Mask
 
 Array = jax.Array
 
 
-def _causal_inputs(tokens: Array) -> tuple[Array, Array]:
+def _causal_inputs(tokens: Array) -> tuple[Array, Mask]:
   """Positions and causal mask of unpacked rows without padding."""
   positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
   segments = jnp.ones_like(tokens)
-  return positions, attention_mask(segments, segments, causal=True)
+  return positions, Mask(segments, segments, causal=True)
 
 
 class DecoderOnly(nn.Module):
@@ -60,8 +61,8 @@ class EncoderDecoder(nn.Module):
     self.encoder = t5.Encoder(cfg, self.token_embedder)
     self.decoder = t5.Decoder(cfg, self.token_embedder, cross_attention=True)
 
-  def encode(self, tokens: Array, segment_ids: Array) -> Array:
-    return self.encoder(tokens, segment_ids)
+  def encode(self, tokens: Array, mask: Mask) -> Array:
+    return self.encoder(tokens, mask)
 
   def cross_kv(self, encoded: Array) -> list[layers.KV]:
     return self.decoder.cross_kv(encoded)
@@ -74,9 +75,9 @@ class EncoderDecoder(nn.Module):
 
   def __call__(self, encoder_tokens: Array, tokens: Array) -> Array:
     encoder_segments = jnp.ones_like(encoder_tokens)
-    encoded = self.encode(encoder_tokens, encoder_segments)
+    encoded = self.encode(encoder_tokens, Mask(encoder_segments, encoder_segments))
     positions, mask = _causal_inputs(tokens)
-    cross_mask = attention_mask(jnp.ones_like(tokens), encoder_segments, causal=False)
+    cross_mask = Mask(jnp.ones_like(tokens), encoder_segments)
     hidden, _ = self.decode(tokens, positions, positions, mask, cross_kv=self.cross_kv(encoded),
                             cross_mask=cross_mask)
     return self.logits(hidden)

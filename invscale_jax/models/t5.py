@@ -24,8 +24,8 @@ import jax.numpy as jnp
 
 from invscale_jax.models import layers
 from invscale_jax.models.config import ModelConfig
-from invscale_jax.models.masks import attention_mask
-from invscale_jax.models.position import RelativePositionBias
+from invscale_jax.models.masks import Mask
+from invscale_jax.models.position import RelativeBias, RelativePositionBias
 
 Array = jax.Array
 
@@ -55,7 +55,7 @@ class EncoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, bias: Array | None, positions: Array) -> Array:
+  def __call__(self, x: Array, mask: Mask, bias: RelativeBias | None, positions: Array) -> Array:
     """`bias` is the stack's shared position bias; None: this layer's own (relpos_per_layer)."""
     if bias is None:
       bias = _relpos_bias(self.config, bidirectional=True)(positions, positions)
@@ -72,12 +72,12 @@ class Encoder(nn.Module):
   embedding: layers.Embed
 
   @nn.compact
-  def __call__(self, tokens: Array, segment_ids: Array) -> Array:
+  def __call__(self, tokens: Array, mask: Mask) -> Array:
+    """Encoded tokens [B, L]; `mask` is the bidirectional mask of their segment ids."""
     # Within a segment, key - query offsets equal index differences: no positions needed.
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     bias = None if self.config.relpos_per_layer else _relpos_bias(
         self.config, bidirectional=True)(positions, positions)
-    mask = attention_mask(segment_ids, segment_ids, causal=False)
     x = self.embedding(tokens)
     for i in range(self.config.num_encoder_layers):
       x = EncoderLayer(self.config, name=f"layers_{i}")(x, mask, bias, positions)
@@ -105,8 +105,8 @@ class DecoderLayer(nn.Module):
     """Keys and values of the encoder output for this layer's cross-attention."""
     return self.encoder_decoder_attention.kv(encoded)
 
-  def __call__(self, x: Array, mask: Array, bias: Array | None, kv: layers.KV | None,
-               index: Array | int, cross: tuple[layers.KV, Array] | None,
+  def __call__(self, x: Array, mask: Mask, bias: RelativeBias | None, kv: layers.KV | None,
+               index: Array | int, cross: tuple[layers.KV, Mask] | None,
                positions: Array, key_positions: Array) -> tuple[Array, layers.KV]:
     """One layer; `kv` is this layer's cache (written at `index`), `cross` = (kv, mask);
     `bias` is the stack's shared position bias, None: this layer's own (relpos_per_layer)."""
@@ -145,10 +145,10 @@ class Decoder(nn.Module):
     """Per-layer cross-attention keys and values of the encoder output."""
     return [layer.cross_kv(encoded) for layer in self.layers]
 
-  def __call__(self, tokens: Array, positions: Array, key_positions: Array, mask: Array,
+  def __call__(self, tokens: Array, positions: Array, key_positions: Array, mask: Mask,
                kv: list[layers.KV] | None = None, index: Array | int = 0,
                cross_kv: list[layers.KV] | None = None,
-               cross_mask: Array | None = None) -> tuple[Array, list[layers.KV]]:
+               cross_mask: Mask | None = None) -> tuple[Array, list[layers.KV]]:
     """Final hidden states [B, Q, emb] of tokens [B, Q] and the per-layer keys/values.
 
     With a cache `kv` (per layer, [B, T, H, D]) the new keys are written at slot `index`
