@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import sys
+import types
 from typing import Callable, Iterator
 
 import pytest
@@ -119,6 +121,17 @@ FIXTURE_DATA = REPO / "tests" / "fixtures" / "inverse_scaling"
 MALFORMED = REPO / "tests" / "fixtures" / "malformed"
 # Real files expected in SHARED_DATA, with their row counts (from the data README).
 REAL_ROWS = {"memo-trap": 936, "hindsight-neglect": 315, "neqa": 300}
+
+
+def load_script(name: str) -> types.ModuleType:
+  """benchmarks/<name>.py imported as module `name` (the scripts are not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
 
 
 @pytest.fixture(scope="session")

@@ -5,29 +5,19 @@ the skip when lm-eval is absent."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
-import types
 
 import jinja2
 import pytest
 import yaml
 
-from conftest import REPO, task_file
+from conftest import REPO, load_script, task_file
 from invscale_jax.data import datadir
 
 BENCHMARKS = REPO / "benchmarks"
-
-
-def load_script(name: str) -> types.ModuleType:
-  spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module  # dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
 
 
 vs = load_script("vs_lm_eval")
