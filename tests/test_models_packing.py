@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from invscale_jax.models import build
-from invscale_jax.models.masks import attention_mask
+from invscale_jax.models.masks import Mask
 
 ARCHITECTURES = ("decoder_only", "gpt_neox", "opt", "llama", "gpt2", "encoder_decoder")
 
@@ -23,8 +23,7 @@ def _examples(text_examples, vocab_size: int) -> list[tuple[list[int], list[list
 def test_attention_mask_rules():
   segments = jnp.array([[1, 1, 1, 1, 2, 2, 0]])
   branches = jnp.array([[0, 1, 2, 2, 0, 1, 0]])
-  mask = np.asarray(attention_mask(segments, segments, causal=True, branch_ids=branches,
-                                   key_branch_ids=branches))[0, 0]
+  mask = np.asarray(Mask(segments, segments, branches, branches, causal=True).dense())[0, 0]
   expected = np.array([
       [1, 0, 0, 0, 0, 0, 0],
       [1, 1, 0, 0, 0, 0, 0],

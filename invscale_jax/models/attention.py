@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from invscale_jax.models.masks import Mask, block_range
+from invscale_jax.models.masks import Mask, block_range, column, pad_to, row
 from invscale_jax.models.position import RelativeBias
 
 Array = jax.Array
@@ -64,10 +64,6 @@ def dense_attention(q: Array, k: Array, v: Array, mask: Array, bias: Array | Non
   return jnp.einsum("bgrqk,bkgd->bqgrd", weights, v).reshape(batch, length, heads, dims)
 
 
-def _pad(x: Array, size: int) -> Array:
-  return jnp.pad(x, [(0, 0), (0, size - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
-
-
 def _block_kinds(mask: Mask, bias: RelativeBias | None, block: int) -> tuple[Array, Array | None]:
   """int32 [nq, nk] kind of each block (SKIP..GENERAL) and the per-head bias of the
   blocks with one ([nq, nk, H]; None without a bias)."""
@@ -76,8 +72,7 @@ def _block_kinds(mask: Mask, bias: RelativeBias | None, block: int) -> tuple[Arr
     return jnp.where(some, jnp.where(every, PLAIN, MASKED), SKIP), None
   q_min, q_max = block_range(bias.positions, mask.segments > 0, block)
   k_min, k_max = block_range(bias.key_positions, mask.key_segments > 0, block)
-  col, row = (lambda x: x[:, :, None]), (lambda x: x[:, None, :])
-  constant, value = bias.constant(col(q_min), col(q_max), row(k_min), row(k_max))  # [B, nq, nk]
+  constant, value = bias.constant(column(q_min), column(q_max), row(k_min), row(k_max))  # [B, nq, nk]
   if value is None:
     return jnp.where(some, GENERAL, SKIP), None
   # One value for the whole batch: every row's block saturates on the same side.
@@ -97,8 +92,8 @@ def blockwise_attention(q: Array, k: Array, v: Array, mask: Mask, bias: Relative
   bias = None if bias is None else bias.padded(n_q * block, n_k * block)
   kinds, constants = _block_kinds(mask, bias, block)
   # [n_q, B, G, R, block, D] query blocks; keys and values [B, G, K, D].
-  q = _pad(q, n_q * block).reshape(batch, n_q, block, groups, rep, dims).transpose(1, 0, 3, 4, 2, 5)
-  k, v = (_pad(x, n_k * block).transpose(0, 2, 1, 3) for x in (k, v))
+  q = pad_to(q, n_q * block).reshape(batch, n_q, block, groups, rep, dims).transpose(1, 0, 3, 4, 2, 5)
+  k, v = (pad_to(x, n_k * block).transpose(0, 2, 1, 3) for x in (k, v))
   visited = jnp.arange(n_k)[None, :]
   first = jnp.min(jnp.where(kinds != SKIP, visited, n_k), axis=1)
   last = jnp.max(jnp.where(kinds != SKIP, visited + 1, 0), axis=1)

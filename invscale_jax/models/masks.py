@@ -1,7 +1,7 @@
 """The attention mask shared by every architecture, for packed and branched rows.
 
-`visible` is the rule; `attention_mask` materialises it for whole rows, and `Mask` keeps it
-as per-token ids so that long rows are masked block by block (models/attention.py).
+`visible` is the rule; `Mask` keeps it as per-token ids, materialised for whole rows
+(`dense`) or block by block for long rows (`block`, models/attention.py).
 """
 
 from __future__ import annotations
@@ -42,13 +42,6 @@ def visible(q_segments: Array, k_segments: Array, q_index: Array, k_index: Array
   return mask
 
 
-def attention_mask(segment_ids: Array, key_segment_ids: Array, *, causal: bool,
-                   branch_ids: Array | None = None,
-                   key_branch_ids: Array | None = None) -> Array:
-  """Which keys each query may attend to: bool [B, 1, Q, K] (the rules of `visible`)."""
-  return Mask(segment_ids, key_segment_ids, branch_ids, key_branch_ids, causal=causal).dense()
-
-
 def block_range(x: Array, valid: Array, size: int) -> tuple[Array, Array]:
   """Min and max of x [B, L] over the valid tokens of each block of `size` tokens:
   [B, L // size] each, (NONE, -NONE) for a block without valid tokens."""
@@ -57,12 +50,21 @@ def block_range(x: Array, valid: Array, size: int) -> tuple[Array, Array]:
   return jnp.where(valid, x, NONE).min(-1), jnp.where(valid, x, -NONE).max(-1)
 
 
-def _column(x: Array | None) -> Array | None:
+def column(x: Array | None) -> Array | None:
+  """[B, L] -> [B, L, 1]: per-query ids against keys (None stays None)."""
   return None if x is None else x[:, :, None]
 
 
-def _row(x: Array | None) -> Array | None:
+def row(x: Array | None) -> Array | None:
+  """[B, L] -> [B, 1, L]: per-key ids against queries (None stays None)."""
   return None if x is None else x[:, None, :]
+
+
+def pad_to(x: Array | None, size: int) -> Array | None:
+  """x [B, L, ...] padded with zeros to [B, size, ...] (None stays None)."""
+  if x is None:
+    return None
+  return jnp.pad(x, [(0, 0), (0, size - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
 
 
 def _slice(x: Array | None, start: Array | int, size: int) -> Array | None:
@@ -97,24 +99,22 @@ class Mask:
 
   def padded(self, queries: int, keys: int) -> Mask:
     """The mask of rows padded to `queries` and `keys` tokens; padding sees nothing."""
-    def pad(x: Array | None, size: int) -> Array | None:
-      return None if x is None else jnp.pad(x, ((0, 0), (0, size - x.shape[1])))
     return self.replace(
-        segments=pad(self.segments, queries), key_segments=pad(self.key_segments, keys),
-        branches=pad(self.branches, queries), key_branches=pad(self.key_branches, keys),
-        positions=pad(self.positions, queries), key_positions=pad(self.key_positions, keys))
+        segments=pad_to(self.segments, queries), key_segments=pad_to(self.key_segments, keys),
+        branches=pad_to(self.branches, queries), key_branches=pad_to(self.key_branches, keys),
+        positions=pad_to(self.positions, queries), key_positions=pad_to(self.key_positions, keys))
 
   def block(self, q_start: Array | int, q_size: int, k_start: Array | int,
             k_size: int) -> Array:
     """bool [B, q_size, k_size]: the mask of queries q_start.. and keys k_start.."""
     return visible(
-        _column(_slice(self.segments, q_start, q_size)),
-        _row(_slice(self.key_segments, k_start, k_size)),
+        column(_slice(self.segments, q_start, q_size)),
+        row(_slice(self.key_segments, k_start, k_size)),
         (q_start + jnp.arange(q_size))[:, None], (k_start + jnp.arange(k_size))[None, :],
-        causal=self.causal, q_branches=_column(_slice(self.branches, q_start, q_size)),
-        k_branches=_row(_slice(self.key_branches, k_start, k_size)),
-        q_positions=_column(_slice(self.positions, q_start, q_size)),
-        k_positions=_row(_slice(self.key_positions, k_start, k_size)), window=self.window)
+        causal=self.causal, q_branches=column(_slice(self.branches, q_start, q_size)),
+        k_branches=row(_slice(self.key_branches, k_start, k_size)),
+        q_positions=column(_slice(self.positions, q_start, q_size)),
+        k_positions=row(_slice(self.key_positions, k_start, k_size)), window=self.window)
 
   def blocks(self, q_size: int, k_size: int) -> tuple[Array, Array]:
     """Which blocks of q_size x k_size tokens may hold a visible (query, key) pair, and
@@ -123,13 +123,12 @@ class Mask:
     Decided from each block's range of ids, so a "may" can be a false alarm (the block is
     then computed and masked), never a miss.
     """
-    col, row = (lambda x: x[:, :, None]), (lambda x: x[:, None, :])
     q_valid, k_valid = self.segments > 0, self.key_segments > 0
     q_min, q_max = block_range(self.segments, q_valid, q_size)
     k_min, k_max = block_range(self.key_segments, k_valid, k_size)
-    some = (col(q_max) >= row(k_min)) & (row(k_max) >= col(q_min))
-    every = ((col(q_min) == col(q_max)) & (col(q_max) == row(k_min)) & (row(k_min) == row(k_max))
-             & col(q_valid.reshape(q_min.shape + (q_size,)).all(-1))
+    some = (column(q_max) >= row(k_min)) & (row(k_max) >= column(q_min))
+    every = ((column(q_min) == column(q_max)) & (column(q_max) == row(k_min))
+             & (row(k_min) == row(k_max)) & column(q_valid.reshape(q_min.shape + (q_size,)).all(-1))
              & row(k_valid.reshape(k_min.shape + (k_size,)).all(-1)))
     if self.causal:
       q_first = np.arange(q_min.shape[1])[:, None] * q_size
@@ -142,8 +141,8 @@ class Mask:
     if self.window:
       qp_min, qp_max = block_range(self.positions, q_valid, q_size)
       kp_min, kp_max = block_range(self.key_positions, k_valid, k_size)
-      some &= col(qp_min) - row(kp_max) < self.window
-      every &= col(qp_max) - row(kp_min) < self.window
+      some &= column(qp_min) - row(kp_max) < self.window
+      every &= column(qp_max) - row(kp_min) < self.window
     return some.any(0), every.all(0)
 
   def dense(self) -> Array:

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from invscale_jax.models.masks import pad_to
+
 Array = jax.Array
 
 
@@ -70,9 +72,8 @@ class RelativeBias:
   max_distance: int = flax.struct.field(pytree_node=False)
 
   def padded(self, queries: int, keys: int) -> RelativeBias:
-    pad = lambda x, size: jnp.pad(x, ((0, 0), (0, size - x.shape[1])))
-    return self.replace(positions=pad(self.positions, queries),
-                        key_positions=pad(self.key_positions, keys))
+    return self.replace(positions=pad_to(self.positions, queries),
+                        key_positions=pad_to(self.key_positions, keys))
 
   def block(self, q_start: Array | int, q_size: int, k_start: Array | int,
             k_size: int) -> Array:
