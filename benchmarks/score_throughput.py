@@ -12,8 +12,8 @@ Everything is timed after a warm-up pass (compilation excluded); the engine runs
 `--repeats` times, each time between two measurements of the float32 matmul peak, and
 medians are reported. Engine and baseline must agree within 1e-5 (float32).
 
-Printed per task: rows/s and tokens/s (tokens = BOS + prompt + class of every row, the
-work a naive evaluation faces), the speedup over the baseline, and the engine's
+Printed per task: rows/s and tokens/s (tokens = prompt, with its BOS where the model has
+one, + class of every row: the work a naive evaluation faces), the speedup over the baseline, and the engine's
 essential FLOP/s: the work no correct evaluation can avoid, divided by the engine's time,
 as a share of the matmul peak. Essential work: every prompt token and every branch token
 (a class minus its last token) once through the matmuls (2 x non-embedding matmul
@@ -90,8 +90,9 @@ def essential_flops(model, reqs: list[requests.Request]) -> float:
   return 2 * matmul * tokens + attention_flops + 2 * cfg.vocab_size * width * targets
 
 
-def row_tokens(reqs: list[requests.Request]) -> int:
-  return sum(1 + len(r.prefix) + len(b.context) + len(b.target) for r in reqs for b in r.branches)
+def row_lengths(reqs: list[requests.Request]) -> list[int]:
+  """Tokens of each (example, class) row: the prefix (BOS included) and the class."""
+  return [len(r.prefix) + len(b.context) + len(b.target) for r in reqs for b in r.branches]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -106,7 +107,8 @@ def max_diff(got, want) -> float:
 
 def bench(name: str, model, params, reqs: list[requests.Request], tokens_per_batch: int,
           repeats: int, dense: bool) -> None:
-  rows, tokens = sum(len(r.branches) for r in reqs), row_tokens(reqs)
+  lengths = row_lengths(reqs)
+  rows, tokens = len(lengths), sum(lengths)
   mesh = partitioning.make_mesh()
   engines = {"engine": Scorer(model, params, mesh, tokens_per_batch)}
   if dense:
@@ -119,8 +121,7 @@ def bench(name: str, model, params, reqs: list[requests.Request], tokens_per_bat
     for k, e in engines.items():
       seconds[k].append(timed(lambda: e.score(reqs))[0])
       peaks.append(matmul_peak())
-  length = packing.bucket(max(1 + len(r.prefix) + len(b.context) + len(b.target)
-                              for r in reqs for b in r.branches))
+  length = packing.bucket(max(lengths) - 1)  # the model reads all but a row's last token
   baseline_batch = max(1, tokens_per_batch // length)
   baseline = lambda: reference.score(model, params, reqs, length, baseline_batch)
   baseline()  # warm-up
