@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from invscale_jax import storage
-from invscale_jax.engine import partitioning
+from invscale_jax.engine import hosts, partitioning
 
 SHARE = 0.7  # of the free memory a batch may use (the rest: XLA's own slack, other buffers)
 MAX_TOKENS_PER_DEVICE = 65536
@@ -85,15 +85,16 @@ class BatchSizer:
 
   def rows(self, length: int, targets: int, encoder_length: int) -> int:
     """Close to the most rows (a multiple of the data-parallel size) of this shape that
-    fit the budget, and never more."""
+    fit the budget, and never more; process 0's answer on every host (their free memory
+    differs, and every host must build the same batches)."""
     shape = (length, targets, encoder_length)
     one, eight = self._measured(1, shape), self._measured(8, shape)
     per_row = max(1, (eight - one) / 7)
     cap = max(1, MAX_TOKENS_PER_DEVICE // (length + encoder_length))
     rows = int(min(cap, max(1, 1 + (self._limit - one) // per_row)))
-    for _ in range(8):  # shrink until the compiled size fits
+    while rows > 1:  # shrink until the compiled size fits
       used = self._measured(rows, shape)
-      if rows == 1 or used <= self._limit:
+      if used <= self._limit:
         break
       rows = max(1, min(rows - 1, int(rows * self._limit / used)))
-    return rows * self._data
+    return int(hosts.from_leader(np.array([rows * self._data]))[0])

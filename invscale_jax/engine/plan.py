@@ -208,8 +208,8 @@ def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions
   o = options
   task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, run.max_length,
                             o.generation_length if generates(o, run) else 0, data_dir)
-  built = requests.from_task(task, vocabulary, o.tokenization, run.max_length, run.bos_id)
-  return built[:o.limit] if o.limit else built
+  return requests.from_task(task, vocabulary, o.tokenization, run.max_length, run.bos_id,
+                            o.limit or None)
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:

@@ -120,18 +120,22 @@ def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: 
 
 
 def from_rows(rows: Iterable[dict], vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
-              max_length: int | None = None, bos_id: int | None = None) -> list[Request]:
-  """Groups a task's rows by example (in example order) into requests."""
+              max_length: int | None = None, bos_id: int | None = None,
+              limit: int | None = None) -> list[Request]:
+  """Groups a task's rows by example (in example order) into requests, of the first
+  `limit` examples (None: all)."""
   groups: dict[int, list[dict]] = {}
   for row in rows:
     groups.setdefault(int(row["example_id"]), []).append(row)
   return [_make_request(groups[e], vocabulary, tokenization, max_length, bos_id)
-          for e in sorted(groups)]
+          for e in sorted(groups)[:limit]]
 
 
 def from_task(task: seqio.Task, vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
-              max_length: int | None = None, bos_id: int | None = None) -> list[Request]:
-  """All requests of a SeqIO task built by `seqio_tasks.build_task`."""
+              max_length: int | None = None, bos_id: int | None = None,
+              limit: int | None = None) -> list[Request]:
+  """The requests of a SeqIO task built by `seqio_tasks.build_task` (see `from_rows`)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   dataset = task.get_dataset(sequence_length=None, split="test", shuffle=False)
-  return from_rows(dataset.as_numpy_iterator(), vocabulary, tokenization, max_length, bos_id)
+  return from_rows(dataset.as_numpy_iterator(), vocabulary, tokenization, max_length, bos_id,
+                   limit)

@@ -69,8 +69,7 @@ def _prepare(run: Run, engine, data_dir: str, out: str,
 
 def _load(entry, options: ScoringOptions):
   """The engine of one model: its network, parameters (sharded over the mesh) and vocabulary."""
-  from invscale_jax.engine import compile_cache, engine, loading, partitioning  # pylint: disable=g-import-not-at-top
-  compile_cache.enable()
+  from invscale_jax.engine import engine, loading, partitioning  # pylint: disable=g-import-not-at-top
   mesh = partitioning.make_mesh(options.model_parallel)
   return engine.Engine(loading.load_model(entry, options.dtype, mesh), options)
 
@@ -100,7 +99,8 @@ class _Prefetch:
 
 def _prefetches(entry, options: ScoringOptions) -> bool:
   """Whether to load `entry` while the current model scores: `--prefetch on`, or (auto)
-  on accelerators when its parameters take at most half the free memory of a device. On
+  on accelerators when its parameters take at most half the free memory of a device (at
+  most what the batch sizer leaves, with `--tokens_per_batch 0`). On
   a CPU, reading a checkpoint (decompression, casts) and scoring share the same cores:
   measured on 2 cores, overlapping them saved nothing, so auto leaves it off there."""
   if options.prefetch != "auto":
@@ -111,7 +111,8 @@ def _prefetches(entry, options: ScoringOptions) -> bool:
   if device.platform == "cpu":
     return False
   needed = loading.param_bytes(entry) / options.model_parallel
-  return needed <= 0.5 * batch_sizer.free_bytes(device)
+  room = 1 - batch_sizer.SHARE if options.tokens_per_batch == 0 else 0.5
+  return needed <= room * batch_sizer.free_bytes(device)
 
 
 def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
@@ -127,6 +128,9 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
     if not todo[name]:
       print(f"{name}: all runs already complete", file=sys.stderr)
   with_work = [family.get(name) for name in names if todo[name]]
+  if with_work:  # once, before any thread compiles (JAX stays unimported otherwise)
+    from invscale_jax.engine import compile_cache  # pylint: disable=g-import-not-at-top
+    compile_cache.enable()
   prefetch = None
   for k, entry in enumerate(with_work):
     engine = prefetch.get() if prefetch is not None else _load(entry, options)
