@@ -20,7 +20,6 @@ import tensorflow as tf
 from invscale_jax import storage, vocab_spec
 
 
-HF_DEFAULT_EOS = "<|endoftext|>"  # GPT-2, GPT-NeoX, Qwen2, SmolLM2
 
 
 class HfTokenizerVocabulary(seqio.Vocabulary):
@@ -31,7 +30,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   The file may be a gs:// URL (tokenizers opens a local copy).
   """
 
-  def __init__(self, path: os.PathLike | str, eos_token: str = HF_DEFAULT_EOS):
+  def __init__(self, path: os.PathLike | str, eos_token: str = vocab_spec.HF_DEFAULT_EOS):
     import tokenizers  # pylint: disable=g-import-not-at-top
 
     self._path = str(path)

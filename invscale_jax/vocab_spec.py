@@ -15,6 +15,7 @@ from typing import Any
 from invscale_jax import content_hash, gin_macros, storage
 
 ENV_VAR = gin_macros.VOCABULARY  # the environment variable has the gin macro's name
+HF_DEFAULT_EOS = "<|endoftext|>"  # GPT-2, GPT-NeoX, Qwen2, SmolLM2
 
 
 def vocabulary_file(spec: dict[str, Any]) -> tuple[str, str]:

@@ -79,10 +79,9 @@ def _array_spec(located: layout.Located, name: str, metadata: Mapping[str, Any])
           "recheck_cached_metadata": False}
 
 
-def target_metadata(located: layout.Located
-                    ) -> tuple[str, dict[layout.Key, zarr_io.ZarrSource]]:
-  """The name of the params subtree and a source (with its shape and dtype; it reads any
-  slice) for each of its arrays."""
+def target_sources(located: layout.Located) -> dict[layout.Key, zarr_io.ZarrSource]:
+  """A source (with its shape and dtype; it reads any slice) for each array of the params
+  subtree."""
   leaves, metadata = _read_metadata(located)
   tops = {key[0] for key in leaves}
   top = next((t for t in _TARGET_KEYS if any(len(k) > 1 and k[0] == t for k in leaves)), None)
@@ -109,7 +108,7 @@ def target_metadata(located: layout.Located
     sources[key] = zarr_io.ZarrSource(located.path, name, tuple(store.shape),
                                       np.dtype(store.dtype.numpy_dtype), arrays[key],
                                       assume_metadata=False, _store=store)
-  return top, sources
+  return sources
 
 
 def write_checkpoint(model_dir: str | os.PathLike[str], params: Mapping[str, Any], *,

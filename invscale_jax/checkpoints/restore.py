@@ -79,7 +79,7 @@ def _reader(sources: Mapping[layout.Key, legacy.ArraySource], dtype: np.dtype | 
 def _sources(located: layout.Located) -> dict[layout.Key, legacy.ArraySource]:
   """Every target parameter of the checkpoint, from metadata only (no array data)."""
   if located.format == layout.ORBAX:
-    return orbax_io.target_metadata(located)[1]
+    return orbax_io.target_sources(located)
   return legacy.target_sources(located.path)
 
 

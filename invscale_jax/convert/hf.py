@@ -16,10 +16,9 @@ import shutil
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-from flax import traverse_util
 
 from invscale_jax.convert import hf_tokenizer
-from invscale_jax.models import Model, ModelConfig, to_gin
+from invscale_jax.models import ModelConfig, to_gin
 
 Path = tuple[str, ...]  # T5X parameter name, e.g. ("decoder", "layers_0", "mlp", "wi", "kernel")
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -138,6 +137,10 @@ def rename(name: str, rules: Iterable[Rule],
 def checked(params: Iterable[tuple[Path, np.ndarray]],
             config: ModelConfig) -> Iterator[tuple[Path, np.ndarray]]:
   """Passes params through, failing on an unknown, duplicate, misshapen or missing one."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
+
   shapes = traverse_util.flatten_dict(Model(config).param_shapes())
   expected = {path: s.shape for path, s in shapes.items()}
   seen = set()
@@ -188,21 +191,25 @@ class Converter:
                        f"{hf_config.get('model_type')!r} is not {' or '.join(self.model_types)}")
     return self.config_from_hf(hf_config, dtype=dtype)
 
-  def convert_params(self, src_dir: str | os.PathLike) -> Iterator[tuple[Path, np.ndarray]]:
+  def convert_params(self, src_dir: str | os.PathLike, config: ModelConfig | None = None
+                     ) -> Iterator[tuple[Path, np.ndarray]]:
     """(T5X name, float32 array) of every parameter, converted one HF tensor at a time
-    and checked against the model of the directory's config."""
-    config = self.config(src_dir)
+    and checked against the model of `config` (default: the directory's config)."""
+    config = config or self.config(src_dir)
     return convert_tensors(src_dir, config, self.rules(config, pathlib.Path(src_dir)),
                            self.aliases)
 
   def convert(self, src_dir: str | os.PathLike, out_dir: str | os.PathLike,
               step: int = 0) -> str:
     """Converts a HF model directory into `out_dir` (see `write`); returns the checkpoint."""
-    return write(out_dir, src_dir, self.config(src_dir), self.convert_params(src_dir), step)
+    config = self.config(src_dir)
+    return write(out_dir, src_dir, config, self.convert_params(src_dir, config), step)
 
 
 def nest(params: Iterable[tuple[Path, np.ndarray]]) -> dict:
   """A nested dict from (path, array) pairs."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+
   return traverse_util.unflatten_dict(dict(params))
 
 
@@ -233,6 +240,7 @@ def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelC
   `manifest.json`, a one-model family whose entry (with the tokenizer's `bos_id`) can be
   copied into a larger manifest; returns the checkpoint path."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
 
   out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
   out.mkdir(parents=True, exist_ok=True)

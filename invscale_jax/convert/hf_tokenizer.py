@@ -15,6 +15,8 @@ import dataclasses
 import os
 import pathlib
 
+from invscale_jax import vocab_spec
+
 # Texts on which the saved tokenizer.json must encode as transformers' tokenizer does.
 _PROBES = ("Hello world", " leading space,  two spaces\nand a new line", "Ünïcödé ✓ 1234.5")
 
@@ -63,9 +65,7 @@ def export(src_dir: str | os.PathLike, path: str | os.PathLike) -> Conventions:
 
 def vocabulary_spec(path: str, conventions: Conventions) -> dict:
   """The manifest's vocabulary entry of an exported tokenizer.json at `path`."""
-  from invscale_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top (TensorFlow)
-
   spec = {"type": "hf_tokenizer", "path": path}
-  if conventions.eos and conventions.eos != vocab_lib.HF_DEFAULT_EOS:
+  if conventions.eos and conventions.eos != vocab_spec.HF_DEFAULT_EOS:
     spec["eos"] = conventions.eos
   return spec

@@ -31,18 +31,12 @@ def _hf_params(entry: ModelEntry, model: models.Model, shardings: dict) -> dict:
   tensors and builds its own shards)."""
   from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
 
-  shapes = traverse_util.flatten_dict(model.param_shapes())
   places = traverse_util.flatten_dict(shardings)
-  params = {}
-  for path, x in hf_dir.converter(entry.checkpoint).convert_params(entry.checkpoint):
-    if path not in shapes or x.shape != shapes[path].shape:
-      expected = shapes[path].shape if path in shapes else "no such parameter"
-      raise ValueError(f"{entry.checkpoint}: {'/'.join(path)}: shape {x.shape} does not fit "
-                       f"the network of {entry.gin} ({expected})")
-    params[path] = partitioning.to_global(x, places[path])
-  missing = sorted("/".join(p) for p in shapes.keys() - params.keys())
-  if missing:
-    raise ValueError(f"{entry.checkpoint}: no weights for {', '.join(missing)} of {entry.gin}")
+  converted = hf_dir.converter(entry.checkpoint).convert_params(entry.checkpoint, model.config)
+  try:  # checked against the network of the entry's config as they come (hf.checked)
+    params = {path: partitioning.to_global(x, places[path]) for path, x in converted}
+  except ValueError as e:
+    raise ValueError(f"{entry.checkpoint}: {e} (network of {entry.gin})") from None
   return traverse_util.unflatten_dict(params)
 
 
