@@ -17,7 +17,7 @@ import pathlib
 import sys
 import time
 
-from invscale_jax import cli, console
+from invscale_jax import cli
 from invscale_jax.data import datadir
 
 # (tasks, variants, extra flags): each a `score` command, run if its tasks are present.
@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("-v", "--verbose", action="store_true",
                       help="show the libraries' start-up and log messages")
   args = parser.parse_args(argv)
-  console.quiet(args.verbose)
   out = pathlib.Path(args.out)
   data_dir = datadir.resolve(args.data_dir)
   present = [s.name for s in datadir.present_tasks(data_dir)]

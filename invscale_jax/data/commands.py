@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from invscale_jax import catalog
+from invscale_jax import catalog, storage
 from invscale_jax.data import datadir, download, loader
 
 
@@ -31,7 +31,7 @@ def _validate(args: argparse.Namespace) -> int:
     examples, problems = loader.check(path)
     for p in problems:
       print(p, file=sys.stderr)
-    spec = catalog.by_filename(path.rsplit("/", 1)[-1])
+    spec = catalog.by_filename(storage.basename(path))
     hash_note = ""
     if spec is not None and not problems:
       if datadir.sha256_of(path) == spec.sha256:

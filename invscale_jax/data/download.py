@@ -72,8 +72,9 @@ def fetch(spec: catalog.TaskSpec, data_dir: os.PathLike | str, url: str,
     else:
       os.replace(tmp, target)
     return target
-  # urllib's URLError and HTTPError are OSErrors; a cut chunked body raises IncompleteRead.
-  except (OSError, http.client.HTTPException) as e:
+  # urllib's URLError and HTTPError are OSErrors; a cut chunked body raises IncompleteRead;
+  # a refused gs:// write raises StorageError.
+  except (OSError, http.client.HTTPException, storage.StorageError) as e:
     raise DownloadError(f"{url}: download failed: {e}") from None
   finally:
     tmp.unlink(missing_ok=True)
