@@ -7,14 +7,16 @@ A manifest is a JSON file::
                "gin": "models/tiny/tiny_1.gin", "checkpoint": "tiny-1/checkpoint_0",
                "vocabulary": {"type": "byte"},
                "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
-               "bos_id": 0}, ...]}
+               "bos_id": 0, "trained": false}, ...]}
 
 Every path may be a `gs://` URL, the manifest's own included (`hf_dir` excepted: torch
 and safetensors read local files). Relative `checkpoint`, `hf_dir` and vocabulary paths
 are relative to the manifest's directory (inside the bucket for a `gs://` manifest); a
 relative `gin` path is looked up next to the manifest, then in the project's `gin/`
 folder. `n_params` may be omitted (it is then counted from the checkpoint by
-`resolve_n_params`). `bos_id` is the token the model's own pipeline puts before every
+`resolve_n_params`). `trained` (optional) says whether the weights were trained: `false`
+marks randomly initialised models (e.g. `init-tiny`), whose curves the report shows as
+"no signal" instead of giving them a shape; absent means trained or unknown. `bos_id` is the token the model's own pipeline puts before every
 prompt (null: none); when absent it is the architecture's convention, `DEFAULT_BOS`
 (llama has none: its tokenizers differ, so its entries must say).
 
@@ -71,6 +73,7 @@ class ModelEntry:
   train_tokens: float | None = None
   train_flops: float | None = None
   bos_id: int | None = None  # token before every prompt (decoder-only architectures)
+  trained: bool | None = None  # False: random weights (no signal); None: trained or unknown
 
   @property
   def compute(self) -> float | None:
@@ -145,6 +148,12 @@ def _bos_id(where: str, m: dict[str, Any]) -> int | None:
                       f"got {value!r}")
 
 
+def _trained(where: str, value: Any) -> bool | None:
+  if value is None or isinstance(value, bool):
+    return value
+  raise ManifestError(f"{where}: trained: must be true, false or null, got {value!r}")
+
+
 def load(path: os.PathLike | str) -> Family:
   """Reads and validates a manifest; every problem raises ManifestError naming the field."""
   path = os.fspath(path)
@@ -208,7 +217,7 @@ def load(path: os.PathLike | str) -> Family:
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
-        bos_id=_bos_id(where, m)))
+        bos_id=_bos_id(where, m), trained=_trained(where, m.get("trained"))))
   stem = os.path.splitext(storage.basename(path))[0]
   return Family(name=_string(path, data.get("family", stem), "family"),
                 models=tuple(models), path=str(path),

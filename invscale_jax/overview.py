@@ -14,8 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from invscale_jax import caveats as caveats_lib
 from invscale_jax import records as records_lib
 from invscale_jax import results, storage
+from invscale_jax.report import intervals
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report.errors import ReportError
 
@@ -38,25 +40,39 @@ class RunLine:
   value: float | None
   unparseable: float | None  # chain of thought: share of answers not parsed
   note: str = ""  # why a run is not complete, when something is wrong
+  interval: tuple[float, float] | None = None  # 95% interval of `value`
+  caveats: caveats_lib.RunCaveats | None = None  # subset, truncation, dtype, BOS (run.json)
 
   @property
   def where(self) -> str:
     return f"{results.RUNS}/{self.key}"
 
 
-def _headline(recs: Sequence[records_lib.Record]) -> tuple[str, float | None, float | None]:
-  """(metric, value, unparseable rate) of the examples with all their records."""
+@dataclasses.dataclass(frozen=True)
+class _Headline:
+  metric: str = "accuracy"
+  value: float | None = None
+  interval: tuple[float, float] | None = None
+  unparseable: float | None = None
+
+
+def _headline(recs: Sequence[records_lib.Record]) -> _Headline:
+  """The metric, its value and 95% interval, and the unparseable rate, of the examples
+  with all their records."""
   if not recs:
-    return "accuracy", None, None
+    return _Headline()
   try:
     m = metrics_lib.example_metrics(recs, strict=False)
   except ReportError:
-    return "accuracy", None, None
-  mean = lambda name: float(np.mean(m.values[name])) if len(m.example_ids) else None
-  if m.answers is None:
-    return "sequence loss", mean("loss"), None
-  return "accuracy", mean("accuracy"), mean("unparseable_rate") if (
-      "unparseable_rate" in m.values) else None
+    return _Headline()
+  if not len(m.example_ids):
+    return _Headline("accuracy" if m.answers is not None else "sequence loss")
+  name = "loss" if m.answers is None else "accuracy"
+  values = m.values[name]
+  unparseable = m.values.get("unparseable_rate")
+  return _Headline("sequence loss" if m.answers is None else "accuracy",
+                   float(np.mean(values)), intervals.mean_interval(values),
+                   None if unparseable is None else float(np.mean(unparseable)))
 
 
 def run_line(directory: str) -> RunLine:
@@ -67,13 +83,14 @@ def run_line(directory: str) -> RunLine:
   notes = [] if problem in (None, results.NO_MARKER) else [problem]
   notes += [f"{name}: {why}" for name, why in found.bad]
   status = COMPLETE if problem is None else PARTIAL if found.done else TODO
-  metric, value, unparseable = _headline(found.records)
+  head = _headline(found.records)
   model = info.get("model", {})
   return RunLine(model=str(model.get("name", "?")) if isinstance(model, dict) else "?",
                  task=str(info.get("task")), variant=str(info.get("variant")),
                  key=storage.basename(directory), status=status, n_done=len(found.done),
-                 n_examples=info.get("n_examples"), metric=metric, value=value,
-                 unparseable=unparseable, note="; ".join(notes))
+                 n_examples=info.get("n_examples"), metric=head.metric, value=head.value,
+                 unparseable=head.unparseable, note="; ".join(notes),
+                 interval=head.interval, caveats=caveats_lib.from_run_info(info))
 
 
 def lines(results_dir: str) -> list[RunLine]:
@@ -88,6 +105,23 @@ def _value(line: RunLine) -> str:
   return f"{100 * line.value:.1f}%" if line.metric == "accuracy" else f"{line.value:.3f}"
 
 
+def _interval(line: RunLine) -> str:
+  if line.interval is None or not all(np.isfinite(line.interval)):
+    return "-"
+  low, high = line.interval
+  if line.metric == "accuracy":
+    return f"{100 * low:.1f}-{100 * high:.1f}%"
+  return f"{low:.3f}-{high:.3f}"
+
+
+def _caveats(line: RunLine) -> tuple[str, str]:
+  """(setup, caveats) cells: dtype and BOS; subset, truncation, untrained."""
+  if line.caveats is None:
+    return "-", "-"
+  return (caveats_lib.setup(line.caveats),
+          "; ".join(caveats_lib.short_notes(line.caveats)) or "-")
+
+
 def _examples(line: RunLine) -> str:
   return f"{line.n_done}" if line.n_examples in (None, line.n_done) else (
       f"{line.n_done}/{line.n_examples}")
@@ -97,10 +131,12 @@ def _cells(line: RunLine) -> list[str]:
   unparseable = "-" if line.unparseable is None else f"{100 * line.unparseable:.0f}%"
   metric = "acc" if line.metric == "accuracy" else "seq loss"
   return [line.model, f"{line.task}.{line.variant}", line.status, _examples(line),
-          f"{metric} {_value(line)}", unparseable, line.where]
+          f"{metric} {_value(line)}", _interval(line), unparseable, *_caveats(line),
+          line.where]
 
 
-HEADER = ["model", "task.variant", "status", "examples", "result", "unparseable", "records"]
+HEADER = ["model", "task.variant", "status", "examples", "result", "95%-interval",
+          "unparseable", "setup", "caveats", "records"]
 
 
 def table(found: Sequence[RunLine], results_dir: str) -> str:
@@ -120,7 +156,11 @@ def _markdown_cell(text: str) -> str:
 def index_markdown(found: Sequence[RunLine]) -> str:
   head = ["# Results index", "",
           "One line per run (model x task x prompt variant); `records` is the run's directory, "
-          "named by its run key. Rewritten by `invscale score` and `invscale results`.", "",
+          "named by its run key. Rewritten by `invscale score` and `invscale results`. "
+          "`95%-interval`: Wilson's for accuracy, mean +/- 1.96 SE for losses; `setup`: "
+          "activation dtype and what precedes each prompt (BOS); `caveats`: a `--limit` "
+          "subset (N of the task's M examples), prompts truncated or demonstrations dropped "
+          "to fit `max_length`, untrained models.", "",
           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
   body = []
   for line in found:

@@ -142,6 +142,9 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
                             f"run `invscale data download --data_dir {data_dir}`")
   data_hash = {s.name: datadir.sha256_of(datadir.task_path(data_dir, s)) for s in specs}
+  # A --limit run says of how many examples it holds the first N (shown as "N of M").
+  n_task = {s.name: len(datadir.load_task(data_dir, s.name)) for s in specs} if (
+      options.limit) else {}
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
     config = load_config(entry.gin)
@@ -160,6 +163,8 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
         key = runkey.run_key(parts)
         info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                     family=family.name, model=entry.to_dict())
+        if spec.name in n_task:
+          info["n_task_examples"] = n_task[spec.name]
         runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
   return runs
 

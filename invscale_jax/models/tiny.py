@@ -51,7 +51,7 @@ def init_tiny(out: os.PathLike | str, seed: int = 0, sizes: tuple[str, ...] = SI
       entries.append({"name": name, "architecture": model.architecture, "gin": gin_file(name),
                       "checkpoint": f"{name}/checkpoint_0", "vocabulary": {"type": "byte"},
                       "n_params": model.num_params(), "train_tokens": None,
-                      "train_flops": None})
+                      "train_flops": None, "trained": False})
     manifest = {"family": "tiny",
                 "description": f"Randomly initialised decoder-only models (seed {seed} + "
                                "size index), byte vocabulary; untrained, so "

@@ -10,6 +10,9 @@ import collections
 import dataclasses
 from typing import Sequence
 
+import numpy as np
+
+from invscale_jax import caveats as caveats_lib
 from invscale_jax import catalog
 from invscale_jax import family as family_lib
 from invscale_jax.report import coverage
@@ -58,6 +61,37 @@ class TieCount:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunNote:
+  """What one run's numbers are besides numbers: its setup and caveats (from run.json)."""
+
+  family: str
+  model: str
+  task: str
+  variant: str
+  run_key: str
+  setup: str  # dtype and prompt conventions, e.g. "fp32, BOS 0"
+  notes: tuple[str, ...]  # subset, truncation, untrained (`caveats.notes`)
+  marked: bool  # a subset or truncated prompts: an open marker on the plot
+  caveats: caveats_lib.RunCaveats | None  # the figures behind `setup` and `notes`
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedModel:
+  """One model name whose runs used different checkpoints (or networks, vocabularies)."""
+
+  family: str
+  model: str
+  runs: tuple[tuple[str, str, str], ...]  # (identity, task, variant) of each run
+
+  def text(self) -> str:
+    by_id = collections.defaultdict(list)
+    for identity, task, variant in self.runs:
+      by_id[identity].append(f"{task}.{variant}")
+    return (f"{self.family}/{self.model}: {len(by_id)} different checkpoints under one name ("
+            + "; ".join(f"{i}: {', '.join(w)}" for i, w in sorted(by_id.items())) + ")")
+
+
+@dataclasses.dataclass(frozen=True)
 class Analysis:
   options: Options
   axis: str  # COMPUTE or N_PARAMS
@@ -68,6 +102,10 @@ class Analysis:
   class_balance: dict[str, coverage.Balance]
   missing: tuple[str, ...]
   ties: tuple[TieCount, ...]  # per classification run
+  runs: tuple[RunNote, ...] = ()  # every run with something scored
+  mixed: tuple[MixedModel, ...] = ()  # models with several checkpoints across runs
+  identities: dict[tuple[str, str, str, str], str] = dataclasses.field(
+      default_factory=dict)  # (family, model, task, variant) -> model identity
 
 
 def variant_order(variant: str) -> tuple[int, str]:
@@ -139,14 +177,67 @@ def _answers(scored) -> dict[str, dict[int, tuple[int, int]]]:
   return answers
 
 
-def _averages(family: str, variant: str, draws: dict, alpha: float):
+def _comparable(key: tuple[str, str, str], members: list) -> tuple[list, list[str]]:
+  """The members (run, metrics) of one (family, task, variant) restricted to the examples
+  every one of them was scored on, and a note when that left any out: a `--limit` run
+  and full runs of other models are compared on the same examples, never drawn as one
+  curve over different example sets."""
+  ids = [set(em.example_ids.tolist()) for _, em in members]
+  if all(i == ids[0] for i in ids):
+    return members, []
+  common = np.array(sorted(set.intersection(*ids)), dtype=int)
+  if not len(common):
+    raise ReportError(f"{' '.join(key)}: no example was scored for every model ("
+                      + ", ".join(f"{r.model.name}: {len(i)}" for (r, _), i in zip(members, ids))
+                      + "); report them separately")
+  more = [f"{r.model.name} {len(i)}" for (r, _), i in zip(members, ids) if len(i) > len(common)]
+  note = (f"every point uses the {len(common)} examples all models were scored on "
+          f"(left out: the rest of {', '.join(more)})")
+  return [(run, em.select(common)) for run, em in members], [note]
+
+
+def _grouped_notes(members) -> list[str]:
+  """Each run caveat once, with the models it applies to."""
+  by_text: dict[str, list[str]] = collections.defaultdict(list)
+  for run, _ in members:
+    for text in caveats_lib.notes(run.caveats) if run.caveats else ():
+      by_text[text].append(run.model.name)
+  return [f"{text} ({'every model' if len(names) == len(members) else ', '.join(names)})"
+          for text, names in by_text.items()]
+
+
+def _model_reason(run: Run, em: metrics_lib.ExampleMetrics, metric: str) -> str | None:
+  unparseable = em.values.get("unparseable_rate")
+  return shapes.model_no_signal(
+      metric, run.caveats.trained if run.caveats else None,
+      None if unparseable is None or not len(unparseable) else float(unparseable.mean()),
+      em.predicted)
+
+
+def _signal_notes(reasons: dict[str, str | None], curve_reason: str | None) -> list[str]:
+  """Models without a signal on a curve that still has a shape."""
+  if curve_reason:
+    return []
+  return [f"{m}: no signal ({r})" for m, r in reasons.items() if r]
+
+
+@dataclasses.dataclass
+class _Curves:
+  """What `analyse` gathers per curve key (family, task, variant, metric)."""
+
+  draws: dict = dataclasses.field(default_factory=dict)
+  notes: dict = dataclasses.field(default_factory=lambda: collections.defaultdict(list))
+  reasons: dict = dataclasses.field(default_factory=dict)  # key -> {model: reason}
+
+
+def _averages(family: str, variant: str, found: _Curves, identities: dict, alpha: float):
   """Average curves over the classification tasks that every model of the curve has."""
   classification = {t.name for t in catalog.classification_tasks()}
   out = []
   for metric, info in metrics_lib.METRICS.items():
     if info.higher_is_better is None:
       continue
-    parts = {task: d for (f, task, v, m), d in draws.items()
+    parts = {task: d for (f, task, v, m), d in found.draws.items()
              if (f, v, m) == (family, variant, metric) and task in classification}
     if not parts:
       continue
@@ -158,11 +249,46 @@ def _averages(family: str, variant: str, draws: dict, alpha: float):
         left_out[task] = f"no {metric} for {', '.join(lacking)}"
       else:
         included.append(task)
-    if included:
-      d = curves_lib.average_draws([parts[t] for t in included])
-      out.append((curves_lib.summarise(family, AVERAGE, variant, metric, d, alpha, included),
-                  Average(family, variant, metric, tuple(included), left_out)))
+    if not included:
+      continue
+    d = curves_lib.average_draws([parts[t] for t in included])
+    keys = [(family, t, variant, metric) for t in included]
+    reasons = {}
+    for m in d.models:
+      why = {found.reasons[k].get(m.name) for k in keys}
+      reasons[m.name] = (None if None in why else why.pop() if len(why) == 1
+                         else "none on any averaged task")
+    curve_reason = shapes.no_signal(list(reasons.values()), list(reasons))
+    notes = [f"average of {len(included)} task(s) at every point: {', '.join(included)}"]
+    notes += [f"{t}: {n}" for k, t in zip(keys, included) for n in found.notes[k]]
+    for m in d.models:
+      ids = {identities.get((family, m.name, t, variant), "") for t in included} - {""}
+      if len(ids) > 1:
+        notes.append(f"{m.name}: the averaged tasks were scored with {len(ids)} different "
+                     "checkpoints of this name")
+    notes += _signal_notes(reasons, curve_reason)
+    curve = curves_lib.summarise(family, AVERAGE, variant, metric, d, alpha, included, notes)
+    out.append((curve, curve_reason, Average(family, variant, metric, tuple(included),
+                                             left_out)))
   return out
+
+
+def _mixed(runs: Sequence[Run]) -> list[MixedModel]:
+  """Models whose runs (across tasks and variants) used different checkpoints."""
+  seen = collections.defaultdict(list)
+  for r in runs:
+    if r.identity:
+      seen[(r.family, r.model.name)].append((r.identity, r.task, r.variant))
+  return [MixedModel(fam, model, tuple(sorted(found, key=lambda x: (task_order(x[1]), x[2]))))
+          for (fam, model), found in sorted(seen.items())
+          if len({identity for identity, _, _ in found}) > 1]
+
+
+def _run_note(run: Run) -> RunNote:
+  c = run.caveats
+  return RunNote(run.family, run.model.name, run.task, run.variant, run.run_key,
+                 caveats_lib.setup(c) if c else "?",
+                 tuple(caveats_lib.notes(c)) if c else (), bool(c and c.marked), c)
 
 
 def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
@@ -183,28 +309,47 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
   groups = collections.defaultdict(list)
   for run, em in scored:
     if len(em.example_ids):
+      groups[(run.family, run.task, run.variant)].append((run, em))
+  found = _Curves()
+  for (fam, task, variant), members in groups.items():
+    members, restricted = _comparable((fam, task, variant), members)
+    models = []
+    for run, em in members:
       x = run.model.compute if axis == COMPUTE else run.model.n_params
+      c = run.caveats
+      notes = tuple(caveats_lib.notes(c)) if c else ()
+      if restricted:
+        notes += (f"on the {len(em.example_ids)} examples all models have",)
       info = curves_lib.ModelInfo(run.model.name, run.model.compute, run.model.n_params,
-                                  float(x), run.complete)
-      groups[(run.family, run.task, run.variant)].append(curves_lib.ModelScores(info, em))
-  draws = {}
-  for (fam, task, variant), models in groups.items():
+                                  float(x), run.complete, bool(restricted or c and c.marked),
+                                  notes)
+      models.append(curves_lib.ModelScores(info, em))
+    by_model = {run.model.name: (run, em) for run, em in members}
     for metric, d in curves_lib.task_draws(fam, task, variant, models, options.resamples,
                                            options.seed).items():
-      draws[(fam, task, variant, metric)] = d
-  _check_resamples(max((len(d.step_values) for d in draws.values()), default=0), options)
-  curves = [curves_lib.summarise(*key, d, options.alpha) for key, d in draws.items()]
+      key = (fam, task, variant, metric)
+      found.draws[key] = d
+      found.reasons[key] = {m.name: _model_reason(*by_model[m.name], metric) for m in d.models}
+      found.notes[key] = restricted + _grouped_notes(members)
+  _check_resamples(max((len(d.step_values) for d in found.draws.values()), default=0), options)
+  no_signal = {k: shapes.no_signal(list(r.values()), list(r)) for k, r in found.reasons.items()}
+  curves = [curves_lib.summarise(*key, d, options.alpha, (), found.notes[key]
+                                 + _signal_notes(found.reasons[key], no_signal[key]))
+            for key, d in found.draws.items()]
+  identities = {(r.family, r.model.name, r.task, r.variant): r.identity for r in runs}
   averages = []
-  for fam, variant in sorted({(k[0], k[2]) for k in draws}):
-    for curve, average in _averages(fam, variant, draws, options.alpha):
+  for fam, variant in sorted({(k[0], k[2]) for k in found.draws}):
+    for curve, reason, average in _averages(fam, variant, found, identities, options.alpha):
       curves.append(curve)
+      no_signal[(fam, AVERAGE, variant, curve.metric)] = reason
       averages.append(average)
   curves.sort(key=lambda c: (c.family, task_order(c.task), variant_order(c.variant), c.metric))
   labels = {}
   for c in curves:
-    shape = shapes.label(c, options.alpha, options.margin)
+    key = (c.family, c.task, c.variant, c.metric)
+    shape = shapes.label(c, options.alpha, options.margin, no_signal.get(key))
     if shape is not None:
-      labels[(c.family, c.task, c.variant, c.metric)] = shape
+      labels[key] = shape
   drawn = [p for p in externals if (p.compute if axis == COMPUTE else p.n_params) is not None]
   missing = coverage.missing_runs(runs, manifests)
   missing += coverage.partial_runs(
@@ -218,7 +363,10 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
                   for run, em in scored if "tie_rate" in em.values),
                  key=lambda t: (t.family, task_order(t.task), variant_order(t.variant),
                                 t.model))
+  notes = sorted((_run_note(run) for run, _ in scored),
+                 key=lambda n: (n.family, task_order(n.task), variant_order(n.variant), n.model))
   return Analysis(options=options, axis=axis, curves=tuple(curves), shapes=labels,
                   averages=tuple(averages), externals=tuple(drawn),
                   class_balance=coverage.class_balance(_answers(scored)),
-                  missing=tuple(missing), ties=tuple(ties))
+                  missing=tuple(missing), ties=tuple(ties), runs=tuple(notes),
+                  mixed=tuple(_mixed(runs)), identities=identities)

@@ -27,6 +27,8 @@ class ModelInfo:
   n_params: float | None
   x: float  # position on the x axis (compute or n_params)
   complete: bool = True  # the run has its COMPLETE marker
+  marked: bool = False  # a subset of the task's examples, or prompts cut to fit max_length
+  notes: tuple[str, ...] = ()  # what the point is besides its number (`caveats.notes`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Point:
   n_examples: int | None
   chance: float | None
   complete: bool = True
+  marked: bool = False  # drawn with an open marker: a subset or truncated prompts
+  notes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Curve:
   points: tuple[Point, ...]
   steps: tuple[Step, ...]
   tasks: tuple[str, ...] = ()  # the tasks averaged (average curves only)
+  notes: tuple[str, ...] = ()  # what the curve's numbers are besides numbers (caveats)
 
 
 def _model_draws(key: tuple[str, ...], model: ModelScores, names: Sequence[str],
@@ -152,7 +157,8 @@ def average_draws(parts: Sequence[Draws]) -> Draws:
   models = parts[0].models
   if any([m.name for m in p.models] != [m.name for m in models] for p in parts):
     raise ValueError("averaged curves must have the same models")
-  merged = tuple(dataclasses.replace(m, complete=all(p.models[i].complete for p in parts))
+  merged = tuple(dataclasses.replace(m, complete=all(p.models[i].complete for p in parts),
+                                     marked=any(p.models[i].marked for p in parts), notes=())
                  for i, m in enumerate(models))
 
   def mean(field: str) -> np.ndarray:
@@ -170,14 +176,15 @@ def _nan_to_none(value: float) -> float | None:
 
 
 def summarise(family: str, task: str, variant: str, metric: str, d: Draws, alpha: float,
-              tasks: Sequence[str] = ()) -> Curve:
+              tasks: Sequence[str] = (), notes: Sequence[str] = ()) -> Curve:
   """Points and steps with (1 - alpha) intervals; steps also get (1 - 2 alpha) intervals."""
   low, high = bootstrap.interval(d.draws, 1 - alpha)
   points = tuple(
       Point(family=family, model=m.name, compute=m.compute, n_params=m.n_params, x=m.x,
             task=task, variant=variant, metric=metric, value=float(d.values[i]),
             ci_low=float(low[i]), ci_high=float(high[i]), n_examples=int(d.n_examples[i]),
-            chance=_nan_to_none(d.chance[i]), complete=m.complete)
+            chance=_nan_to_none(d.chance[i]), complete=m.complete, marked=m.marked,
+            notes=m.notes)
       for i, m in enumerate(d.models))
   steps = []
   if len(d.step_values):
@@ -190,4 +197,4 @@ def summarise(family: str, task: str, variant: str, metric: str, d: Draws, alpha
           diff=float(d.step_values[i]), ci_low=float(s_low[i]), ci_high=float(s_high[i]),
           eq_low=float(e_low[i]), eq_high=float(e_high[i]),
           p_value=float(p[i]) if np.isfinite(d.step_draws[i]).all() else 1.0))
-  return Curve(family, task, variant, metric, points, tuple(steps), tuple(tasks))
+  return Curve(family, task, variant, metric, points, tuple(steps), tuple(tasks), tuple(notes))

@@ -68,5 +68,9 @@ def metrics_json(a: Analysis, inputs: Sequence[str]) -> str:
       "class_balance": {t: dataclasses.asdict(b) for t, b in a.class_balance.items()},
       "missing": list(a.missing),
       "ties": [dataclasses.asdict(t) for t in a.ties],
+      "runs": [dataclasses.asdict(n) for n in a.runs],
+      "mixed_checkpoints": [{"family": m.family, "model": m.model, "text": m.text(),
+                             "runs": [dict(zip(("identity", "task", "variant"), r))
+                                      for r in m.runs]} for m in a.mixed],
   }
   return json.dumps(_clean(data), indent=1, ensure_ascii=False) + "\n"

@@ -19,6 +19,7 @@ img.curves { width: 100%; height: auto; }
 td.inverse, td.U-shaped { background: #fde2e1; }
 td.positive { background: #e1f5e1; }
 td.inverted-U { background: #fff2cc; }
+td.no-signal { background: #eeeeee; color: #555; }
 """
 
 
@@ -47,7 +48,7 @@ def _markdown(text: str) -> str:
 def _table(t: tables.Table) -> str:
   head = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
   body = "".join(
-      "<tr>" + "".join(f'<td class="{c}">{c}</td>' if c in shapes.LABELS
+      "<tr>" + "".join(f'<td class="{c.replace(" ", "-")}">{c}</td>' if c in shapes.LABELS
                        else f"<td>{html.escape(c)}</td>" for c in row)
       + "</tr>" for row in t.rows)
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
+import json
 from typing import Any, Mapping, Sequence
 
+from invscale_jax import caveats as caveats_lib
 from invscale_jax import catalog
 from invscale_jax import family as family_lib
 from invscale_jax import records as records_lib
@@ -27,6 +30,8 @@ class Run:
   problem: str | None  # why the run is not complete (None: verified complete)
   n_expected: int | None  # n_examples from run.json
   records: tuple[records_lib.Record, ...]
+  caveats: caveats_lib.RunCaveats | None = None  # subset, truncation, dtype, BOS, trained
+  identity: str = ""  # the model's checkpoint, network and vocabulary ("": not recorded)
 
   @property
   def complete(self) -> bool:
@@ -49,7 +54,18 @@ def model_entry(d: Any, where: str) -> family_lib.ModelEntry:
       name=str(d["name"]), architecture=str(d.get("architecture", "decoder_only")),
       gin=str(d.get("gin", "")), checkpoint=str(d.get("checkpoint", "")),
       vocabulary=dict(d.get("vocabulary") or {}), n_params=d.get("n_params"),
-      train_tokens=d.get("train_tokens"), train_flops=d.get("train_flops"))
+      train_tokens=d.get("train_tokens"), train_flops=d.get("train_flops"),
+      trained=d.get("trained") if isinstance(d.get("trained"), bool) else None)
+
+
+def model_identity(info: Mapping[str, Any]) -> str:
+  """A short hash of what makes a model that model in a run (its checkpoint's content,
+  network and vocabulary); "" when run.json records none of them."""
+  parts = {k: info[k] for k in ("checkpoint", "network", "vocabulary") if k in info}
+  if not parts:
+    return ""
+  blob = json.dumps(parts, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
@@ -80,10 +96,14 @@ def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
       raise ReportError(f"{run_dir}: record of example {r.example_id} is for (run_key, model, "
                         f"task, variant) {got}, run.json says {expected}")
   n_examples = info.get("n_examples")
+  caveats = caveats_lib.from_run_info(info)
+  if entry.trained is not None:  # the --family manifest's word
+    caveats = dataclasses.replace(caveats, trained=entry.trained)
   return Run(family=family_name, model=entry, task=task, variant=str(info["variant"]),
              run_key=str(info["run_key"]), path=run_dir,
              problem=results_lib.verify_complete(run_dir, info),
-             n_expected=n_examples if isinstance(n_examples, int) else None, records=recs)
+             n_expected=n_examples if isinstance(n_examples, int) else None, records=recs,
+             caveats=caveats, identity=model_identity(info))
 
 
 def _check_model_figures(runs: Sequence[Run]) -> None:

@@ -66,6 +66,18 @@ class ExampleMetrics:
   answers: np.ndarray | None  # (n,) answer_index, None for sequence tasks
   n_classes: np.ndarray | None  # (n,), None for sequence tasks
   n_dropped: int = 0  # examples left out because some of their class records are missing
+  predicted: np.ndarray | None = None  # (n,) class chosen (argmax; CoT: parsed, -1: none)
+
+  def select(self, example_ids: np.ndarray) -> "ExampleMetrics":
+    """The same metrics on `example_ids` only (a sorted subset of this run's examples)."""
+    keep = np.isin(self.example_ids, example_ids)
+    pick = lambda a: None if a is None else a[keep]
+    values = {k: v[keep] for k, v in self.values.items()}
+    chance = ({} if self.n_classes is None or not keep.any()
+              else _chance(values, self.n_classes[keep]))
+    return dataclasses.replace(self, example_ids=self.example_ids[keep], values=values,
+                               chance=chance, answers=pick(self.answers),
+                               n_classes=pick(self.n_classes), predicted=pick(self.predicted))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +223,10 @@ def _generation_metrics(records, normalise) -> ExampleMetrics:
   if any(r.answer_index is None for r in gens):
     raise ReportError("generation record without answer_index")
   answers = np.array([r.answer_index for r in gens], dtype=int)
-  return ExampleMetrics(ids, values, _chance(values, n_classes), answers, n_classes)
+  predicted = np.array([-1 if r.parsed is False or r.class_index is None else r.class_index
+                        for r in gens], dtype=int)
+  return ExampleMetrics(ids, values, _chance(values, n_classes), answers, n_classes,
+                        predicted=predicted)
 
 
 def example_metrics(records: Sequence[records_lib.Record], normalise: Sequence[str] = (),
@@ -231,7 +246,7 @@ def example_metrics(records: Sequence[records_lib.Record], normalise: Sequence[s
     cs = class_scores(records, strict)
     values = _class_values(cs, normalise, with_accuracy=True, ties=ties)
     return ExampleMetrics(cs.example_ids, values, _chance(values, cs.n_classes), cs.answers,
-                          cs.n_classes, cs.n_dropped)
+                          cs.n_classes, cs.n_dropped, np.argmax(cs.logprobs, axis=1))
   if records_lib.GENERATION in kinds and kinds <= {records_lib.GENERATION, records_lib.CLASS}:
     return _generation_metrics(records, normalise)
   raise ReportError(f"cannot mix record kinds {sorted(kinds)} in one run")

@@ -1,7 +1,7 @@
 """The figure: one panel per task plus the average panel, like Wei et al.'s figures.
 
 Log-x compute (or parameter) axis, one line per (family, prompt variant) with bootstrap
-error bars, a dashed chance line, each line's shape label written in the panel, and
+error bars, a dashed chance line, each line's shape label written below its panel, and
 external results as dotted lines with open markers.
 """
 
@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report.analysis import COMPUTE, Analysis, task_order, variant_order
 from invscale_jax.report.external import AVERAGE
+from invscale_jax.report.shapes import NO_SIGNAL
 from invscale_jax.report.tables import metric_for
 
 _MARKERS = "osD^vP*Xh"
@@ -44,8 +45,37 @@ def _ylabel(metric: str) -> str:
                    else " (lower is better)")
 
 
+def _title(a: Analysis, task: str, curves) -> str:
+  """The panel's title; the average's says which tasks it averages."""
+  if task != AVERAGE:
+    return _plain(task)
+  sets = {c.tasks for c in curves}
+  if len(sets) == 1:
+    (tasks,) = sets
+    return _plain(f"Average of {len(tasks)} task{'s' if len(tasks) > 1 else ''}: "
+                  + ", ".join(tasks))
+  return "Average (tasks differ per line, see labels)"
+
+
+def _limits(curves, no_signal, chances) -> tuple[float, float] | None:
+  """y limits from the curves with a signal (and chance), so that a curve with none
+  (e.g. 0% everywhere) does not squeeze them; None when every curve is without one."""
+  if all(no_signal(c) for c in curves) or not any(no_signal(c) for c in curves):
+    return None
+  values = [v for c in curves if not no_signal(c) for p in c.points
+            for v in (p.ci_low, p.ci_high, p.value) if math.isfinite(v)]
+  low, high = min(values + chances), max(values + chances)
+  pad = 0.08 * (high - low or abs(high) or 1.0)
+  return low - pad, high + pad
+
+
 def figure(a: Analysis, metric: str) -> Figure:
-  """The grid of panels for `metric` (sequence tasks show the matching loss)."""
+  """The grid of panels for `metric` (sequence tasks show the matching loss).
+
+  Each line's shape label is written below its panel, where it covers no data; points
+  on a subset of a task's examples or with truncated prompts have open markers; curves
+  with no signal are dashed and leave the y axis to the others.
+  """
   tasks = _panels(a, metric)
   families = sorted({c.family for c in a.curves} | {p.family for p in a.externals})
   variants = sorted({c.variant for c in a.curves} | {p.variant for p in a.externals},
@@ -54,26 +84,53 @@ def figure(a: Analysis, metric: str) -> Figure:
   marker = {f: _MARKERS[i % len(_MARKERS)] for i, f in enumerate(families)}
   ncols = min(_NCOLS, max(1, math.ceil(math.sqrt(len(tasks)))))
   nrows = max(1, math.ceil(len(tasks) / ncols))
-  fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.8), layout="constrained")
+  lines_below = max((sum(c.task == t and c.metric == metric_for(t, metric) for c in a.curves)
+                     for t in tasks), default=1)
+  fig = Figure(figsize=(4.2 * ncols, (3.4 + 0.16 * lines_below) * nrows + 0.8),
+               layout="constrained")
   axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
   for ax in axes[len(tasks):]:
     fig.delaxes(ax)
+  any_marked = any_no_signal = False
+
+  def no_signal(c) -> bool:
+    shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
+    return shape is not None and shape.label == NO_SIGNAL
+
   for ax, task in zip(axes, tasks):
     shown = metric_for(task, metric)
-    notes, chances = [], []
-    for c in a.curves:
-      if c.task != task or c.metric != shown:
-        continue
+    curves = [c for c in a.curves if c.task == task and c.metric == shown]
+    chances = [p.chance for c in curves for p in c.points if p.chance is not None]
+    limits = None if a.externals else _limits(curves, no_signal, chances)
+    notes = []
+    for c in curves:
       xs = [p.x for p in c.points]
       ys = [p.value for p in c.points]
       err = [[p.value - p.ci_low for p in c.points], [p.ci_high - p.value for p in c.points]]
+      dim = no_signal(c)
+      any_no_signal |= dim
       ax.errorbar(xs, ys, yerr=err, color=color[c.variant], marker=marker[c.family],
-                  markersize=4, capsize=2, linewidth=1.3)
-      chances += [p.chance for p in c.points if p.chance is not None]
+                  markersize=4, capsize=2, linewidth=1.0 if dim else 1.3,
+                  linestyle="--" if dim else "-", alpha=0.6 if dim else 1.0)
+      marked = [p for p in c.points if p.marked]
+      if marked:
+        any_marked = True
+        ax.plot([p.x for p in marked], [p.value for p in marked], linestyle="",
+                marker=marker[c.family], markersize=6, markerfacecolor="white",
+                markeredgecolor=color[c.variant], zorder=3)
       shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
       if shape is not None:
         who = f"{c.family} " if len(families) > 1 else ""
-        notes.append((_plain(f"{who}{c.variant}: {shape.label}"), color[c.variant]))
+        what = shape.reason if dim else shape.label
+        extra = []
+        if task == AVERAGE and len({x.tasks for x in curves}) > 1:
+          extra.append(f"avg of {len(c.tasks)}")
+        if marked:
+          extra.append("open: subset/truncated")
+        if limits and any(not limits[0] <= p.value <= limits[1] for p in c.points):
+          extra.append("off scale")
+        notes.append((_plain(f"{who}{c.variant}: {what}"
+                             + (f" ({'; '.join(extra)})" if extra else "")), color[c.variant]))
     for fam in families:
       for v in variants:
         pts = sorted(((_x(a, p), p) for p in a.externals
@@ -88,20 +145,28 @@ def figure(a: Analysis, metric: str) -> Figure:
             ax.vlines(*zip(*lows), color=color[v], linewidth=1)
     if chances:
       ax.axhline(sum(chances) / len(chances), linestyle="--", color="grey", linewidth=1)
-    for i, (text, col) in enumerate(notes):
-      ax.text(0.02, 0.03 + 0.08 * i, text, transform=ax.transAxes, fontsize=7, color=col,
-              bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
+    if limits is not None:
+      ax.set_ylim(*limits)
     ax.set_xscale("log")
-    ax.set_title("Average (classification tasks)" if task == AVERAGE else _plain(task),
-                 fontsize=10)
+    ax.set_title(_title(a, task, curves), fontsize=10 if task != AVERAGE else 8)
     ax.set_xlabel("training FLOPs" if a.axis == COMPUTE else "parameters", fontsize=8)
     ax.set_ylabel(_ylabel(shown), fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
+    for i, (text, col) in enumerate(notes):  # below the x label: over no data
+      ax.annotate(text, xy=(0.0, 0.0), xycoords=ax.xaxis.label, xytext=(0, -2 - 9 * i),
+                  textcoords="offset points", ha="left", va="top", fontsize=7, color=col,
+                  annotation_clip=False)
   handles = [Line2D([], [], color=color[v], label=_plain(v)) for v in variants]
   handles += [Line2D([], [], color="black", marker=marker[f], linestyle="", label=_plain(f))
               for f in families]
   handles.append(Line2D([], [], color="grey", linestyle="--", label="chance"))
+  if any_marked:
+    handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="white",
+                          linestyle="", label="subset of examples or truncated prompts"))
+  if any_no_signal:
+    handles.append(Line2D([], [], color="black", linestyle="--", alpha=0.6,
+                          label="no signal (see Caveats)"))
   fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8),
              fontsize=8)
   return fig

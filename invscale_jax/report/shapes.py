@@ -15,6 +15,11 @@ x axis, K >= 2 of them):
    [-delta, +delta] (two one-sided tests at alpha; delta = `margin`, absolute for
    accuracy metrics, relative to the curve's mean absolute value for losses), otherwise
    inconclusive. A curve with fewer than two models is inconclusive.
+Before any of this, a curve none of whose models can show a signal gets no shape but
+"no signal" and its reason (`model_no_signal`, `no_signal`): every model is untrained
+(manifest `trained: false`), or, for accuracy, answers no example in a way that can be
+parsed (100% unparseable chain of thought) or gives one and the same class to every
+example. Such curves are left out of "does the variant change the shape".
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from invscale_jax.report import metrics as metrics_lib
 
 POSITIVE, INVERSE, U_SHAPED, INVERTED_U = "positive", "inverse", "U-shaped", "inverted-U"
 FLAT, INCONCLUSIVE = "flat", "inconclusive"
-LABELS = (POSITIVE, INVERSE, U_SHAPED, INVERTED_U, FLAT, INCONCLUSIVE)
+NO_SIGNAL = "no signal"
+LABELS = (POSITIVE, INVERSE, U_SHAPED, INVERTED_U, FLAT, INCONCLUSIVE, NO_SIGNAL)
 _PATTERNS = {"+": POSITIVE, "-": INVERSE, "-+": U_SHAPED, "+-": INVERTED_U}
 
 RULE_MARKDOWN = """\
@@ -54,6 +60,14 @@ two-sided p-value p = min(1, 2·(1 + draws on the rarer side of 0)/(B + 1)) and 
    of the curve's mean value for losses), otherwise **inconclusive**: the data cannot tell.
    A curve with a single model is inconclusive.
 
+Before these steps, a curve is labelled **no signal** (with its reason, e.g. "no signal:
+100% unparseable") when none of its models can show one: the model is untrained (its
+manifest says `trained: false`: random weights are at chance by construction), or, for
+accuracy, every answer of the model is unparseable (chain of thought) or the model gives
+the same class to every example (its accuracy is then the share of that class, whatever
+the task asks). A curve where only some models are like this keeps its shape and names
+them in its notes. "No signal" curves are left out of "does the variant change the shape".
+
 The report refuses fewer than 2(K − 1)/α resamples, with which no step could ever be
 significant. Intervals on points and steps are {level:.0%} percentile bootstrap intervals. Points whose
 interval contains the chance level are listed as "at chance". Results from external CSVs
@@ -69,6 +83,32 @@ class Shape:
   significant: tuple[bool, ...]
   margin: float  # delta used for the flat test
   reason: str
+
+
+def model_no_signal(metric: str, trained: bool | None, unparseable: float | None,
+                    predicted: Sequence[int] | None) -> str | None:
+  """Why one model's points on a `metric` curve can show nothing (None: they can).
+  `unparseable`: the share of CoT answers not parsed; `predicted`: the class chosen for
+  each example (-1: none parsed)."""
+  if trained is False:
+    return "untrained (manifest: trained false)"
+  if not metric.startswith("accuracy"):
+    return None
+  if unparseable is not None and unparseable >= 1.0:
+    return "100% unparseable"
+  chosen = {int(p) for p in predicted if p >= 0} if predicted is not None else set()
+  if len(chosen) == 1 and len(predicted) > 1:
+    return f"gives class {chosen.pop()} to every example"
+  return None
+
+
+def no_signal(reasons: Sequence[str | None], models: Sequence[str]) -> str | None:
+  """The reason of a curve whose every model has one (`model_no_signal`), else None."""
+  if not reasons or any(r is None for r in reasons):
+    return None
+  if len(set(reasons)) == 1:
+    return f"no signal: {reasons[0]}"
+  return "no signal: " + "; ".join(f"{m} {r}" for m, r in zip(models, reasons))
 
 
 def rule_markdown(resamples: int, alpha: float, margin: float) -> str:
@@ -94,12 +134,17 @@ def equivalence_margin(metric: str, values: Sequence[float], margin: float) -> f
   return margin * float(np.mean(np.abs(values)))
 
 
-def label(curve: curves_lib.Curve, alpha: float = 0.05, margin: float = 0.02) -> Shape | None:
-  """The curve's shape by the module's rule; None for diagnostic metrics."""
+def label(curve: curves_lib.Curve, alpha: float = 0.05, margin: float = 0.02,
+          no_signal_reason: str | None = None) -> Shape | None:
+  """The curve's shape by the module's rule; None for diagnostic metrics. A curve with a
+  `no_signal_reason` (`no_signal`) is labelled NO_SIGNAL with that reason."""
   higher_is_better = metrics_lib.METRICS[curve.metric].higher_is_better
   if higher_is_better is None:
     return None
   delta = equivalence_margin(curve.metric, [p.value for p in curve.points], margin)
+  if no_signal_reason:
+    n = len(curve.steps)
+    return Shape(NO_SIGNAL, "", (1.0,) * n, (False,) * n, delta, no_signal_reason)
   if not curve.steps:
     return Shape(INCONCLUSIVE, "", (), (), delta, "fewer than two models")
   sign = 1.0 if higher_is_better else -1.0

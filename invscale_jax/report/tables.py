@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from typing import Sequence
@@ -69,22 +70,46 @@ def shape_section(a: Analysis, metric: str) -> Section:
                                                                tuple(rows)))
 
 
+def _other_checkpoints(a: Analysis, fam: str, task: str, base: str, variant: str) -> list[str]:
+  """Models whose checkpoint differs between the two variants' runs (of every averaged
+  task, for the average)."""
+  tasks = next((x.tasks for x in a.averages if (x.family, x.variant) == (fam, variant)), ()
+               ) if task == AVERAGE else (task,)
+  models = sorted({m for (f, m, _, _) in a.identities if f == fam})
+  out = []
+  for m in models:
+    ids = {a.identities.get((fam, m, t, v), "") for t in tasks for v in (base, variant)}
+    if len(ids - {""}) > 1:
+      out.append(m)
+  return out
+
+
 def variant_section(a: Analysis, metric: str) -> Section:
-  """Does a prompt variant (1-shot, chain of thought) change the zero-shot shape?"""
+  """Does a prompt variant (1-shot, chain of thought) change the zero-shot shape? Curves
+  with no signal are left out; models scored with other checkpoints are named."""
   variants = _variants(a)
   base, others = variants[0], variants[1:]
-  rows = []
+  rows, skipped = [], []
   for fam, task, shown in _rows(a, metric):
     before = a.shapes.get((fam, task, base, shown))
     for v in others:
       after = a.shapes.get((fam, task, v, shown))
-      if before and after:
-        changed = "no" if before.label == after.label else f"yes: {before.label} → {after.label}"
-        rows.append((fam, _task_title(task, metric, shown), v, before.label, after.label,
-                     changed))
+      if not (before and after):
+        continue
+      title = _task_title(task, metric, shown)
+      if shapes.NO_SIGNAL in (before.label, after.label):
+        which, why = (base, before) if before.label == shapes.NO_SIGNAL else (v, after)
+        skipped.append(f"{fam} {title} {v} ({which}: {why.reason})")
+        continue
+      changed = "no" if before.label == after.label else f"yes: {before.label} → {after.label}"
+      mixed = _other_checkpoints(a, fam, task, base, v)
+      if mixed:
+        changed += f" (other checkpoints of {', '.join(mixed)}: not one model)"
+      rows.append((fam, title, v, before.label, after.label, changed))
+  text = ("Left out, with no signal to compare: " + "; ".join(skipped) + ".") if skipped else ""
   return Section(f"Does the prompt variant change the shape? ({metric}, against {base})",
-                 table=Table(("family", "task", "variant", base, "variant's shape",
-                              "shape changes?"), tuple(rows)))
+                 text=text, table=Table(("family", "task", "variant", base, "variant's shape",
+                                         "shape changes?"), tuple(rows)))
 
 
 def _at_chance(points) -> str:
@@ -103,13 +128,74 @@ def steps_section(a: Analysis, metric: str) -> Section:
         f"[{fmt(c.metric, s.ci_low, True)}, {fmt(c.metric, s.ci_high, True)}] "
         f"p_holm={p:.3g}{' *' if sig else ''}"
         for s, p, sig in zip(c.steps, shape.p_holm, shape.significant))
+    notes = ([shape.reason] if shape.label == shapes.NO_SIGNAL else []) + list(c.notes)
     rows.append((c.family, _task_title(c.task, metric, c.metric), c.variant, shape.label,
-                 steps or "—", _at_chance(c.points)))
+                 steps or "—", _at_chance(c.points), "; ".join(notes) or "—"))
   return Section(f"Adjacent steps ({metric}; * significant after Holm)",
                  text="Difference larger − smaller model on the examples both were scored on, "
-                 f"with its {1 - a.options.alpha:.0%} paired-bootstrap interval.",
-                 table=Table(("family", "task", "variant", "shape", "steps", "at chance"),
-                             tuple(rows)))
+                 f"with its {1 - a.options.alpha:.0%} paired-bootstrap interval; notes say "
+                 "what a curve's numbers are besides numbers (see Caveats).",
+                 table=Table(("family", "task", "variant", "shape", "steps", "at chance",
+                              "notes"), tuple(rows)))
+
+
+def _x_value(a: Analysis, p) -> str:
+  x = p.compute if a.axis == "compute" else p.n_params
+  return "—" if x is None else f"{x:.3g}"
+
+
+def values_section(a: Analysis, metric: str) -> Section:
+  """Every point of the plot: value, interval and examples per model."""
+  level = f"{1 - a.options.alpha:.0%}"
+  rows = []
+  for c in a.curves:
+    if c.metric != metric_for(c.task, metric):
+      continue
+    for p in c.points:
+      notes = list(p.notes) + ([] if p.complete else ["incomplete run"])
+      rows.append((c.family, _task_title(c.task, metric, c.metric), c.variant, p.model,
+                   _x_value(a, p), fmt(c.metric, p.value),
+                   f"[{fmt(c.metric, p.ci_low)}, {fmt(c.metric, p.ci_high)}]",
+                   str(p.n_examples), "; ".join(notes) or "—"))
+  axis = "compute (FLOPs)" if a.axis == "compute" else "parameters"
+  return Section(f"Values per model ({metric})",
+                 text=f"Each point of the plot with its {level} bootstrap interval; `examples` "
+                 "counts the examples behind it (summed over tasks for the average).",
+                 table=Table(("family", "task", "variant", "model", axis, "value",
+                              f"{level} interval", "examples", "notes"), tuple(rows)))
+
+
+def caveats_section(a: Analysis) -> Section:
+  """Everything a reader must know before trusting a number: subsets, truncated prompts,
+  dtypes and BOS conventions, curves without signal, example sets made comparable,
+  checkpoints mixed under one model name, and what each average averages."""
+  items = []
+  setups = collections.defaultdict(collections.Counter)
+  for n in a.runs:
+    setups[n.family][n.setup] += 1
+  for fam, counts in sorted(setups.items()):
+    items.append(f"{fam}: dtype and prompt prefix: " + "; ".join(
+        f"{setup} ({k} run{'s' if k > 1 else ''})" for setup, k in counts.most_common()))
+  for c in a.curves:
+    shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
+    if shape is not None and shape.label == shapes.NO_SIGNAL:
+      items.append(f"{c.family} {c.task} {c.variant} {c.metric}: {shape.reason} (no shape)")
+  for c in a.curves:
+    if c.metric == metric_for(c.task, a.options.metric):
+      items += [f"{c.family} {c.task} {c.variant} {c.metric}: {n}" for n in c.notes
+                if n.startswith("every point uses")]
+  items += [m.text() + "; averages and shape changes across them mix checkpoints"
+            for m in a.mixed]
+  rows = tuple((n.family, n.model, f"{n.task}.{n.variant}", "; ".join(n.notes))
+               for n in a.runs if n.notes)
+  text = ("Open markers on the plot: points on a subset of a task's examples or with "
+          "prompts cut to fit max_length. Dashed lines: curves with no signal.")
+  if not rows and len(items) == len(setups):
+    text = ("Every run holds all of its task's examples with whole prompts, and every "
+            "curve has a signal.")
+  return Section("Caveats", text=text, items=tuple(items),
+                 table=Table(("family", "model", "task.variant", "caveats"), rows)
+                 if rows else None)
 
 
 def unparseable_section(a: Analysis) -> Section:
@@ -154,7 +240,8 @@ def ties_section(a: Analysis) -> Section:
 
 
 def average_section(a: Analysis, metric: str) -> Section:
-  items = tuple(f"{x.family} {x.variant}: {len(x.tasks)} task(s): {', '.join(x.tasks)}"
+  items = tuple(f"{x.family} {x.variant}: {len(x.tasks)} task(s) at every point: "
+                f"{', '.join(x.tasks)}"
                 + (f" (left out: {', '.join(x.left_out)})" if x.left_out else "")
                 for x in a.averages if x.metric == metric)
   return Section(f"Average over the classification tasks ({metric})",
@@ -166,8 +253,9 @@ def sections(a: Analysis) -> list[Section]:
   """Every section, the chosen metric first, then the other labelled metrics."""
   labelled = [m for m in metrics_lib.METRICS if metrics_lib.METRICS[m].higher_is_better is not None
               and m != a.options.metric and any(c.metric == m for c in a.curves)]
-  out = [shape_section(a, a.options.metric), variant_section(a, a.options.metric),
-         average_section(a, a.options.metric), steps_section(a, a.options.metric)]
+  out = [caveats_section(a), shape_section(a, a.options.metric),
+         variant_section(a, a.options.metric), average_section(a, a.options.metric),
+         steps_section(a, a.options.metric), values_section(a, a.options.metric)]
   out += [shape_section(a, m) for m in labelled]
   out += [unparseable_section(a), ties_section(a), balance_section(a),
           Section("What is missing", text="" if a.missing else "Nothing: every run is complete.",
