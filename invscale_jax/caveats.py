@@ -85,6 +85,10 @@ def subset_text(c: RunCaveats) -> str:
   return f"a subset: {c.n_examples}{of} examples (--limit {c.limit})"
 
 
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def notes(c: RunCaveats) -> list[str]:
   """Sentences for the report: subset, truncation, untrained weights."""
   out = []
@@ -92,9 +96,9 @@ def notes(c: RunCaveats) -> list[str]:
     out.append(subset_text(c))
   within = f" to fit {c.max_length} tokens" if c.max_length else ""
   if c.n_truncated:
-    out.append(f"{c.n_truncated} prompts truncated{within}")
+    out.append(f"{_count(c.n_truncated, 'prompt')} truncated{within}")
   if c.n_demos_dropped:
-    out.append(f"{c.n_demos_dropped} demonstrations dropped{within}")
+    out.append(f"{_count(c.n_demos_dropped, 'demonstration')} dropped{within}")
   if c.trained is False:
     out.append("untrained model (manifest: trained false)")
   return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 import matplotlib
 from matplotlib.figure import Figure  # a bare Figure: no pyplot, no GUI backend
@@ -22,6 +23,7 @@ from invscale_jax.report.tables import metric_for
 
 _MARKERS = "osD^vP*Xh"
 _NCOLS = 3  # at most; a square-ish grid keeps each panel readable
+_LABEL_WIDTH = 62  # characters of a label line below a panel (7 pt, 4.2 in wide)
 
 
 def _panels(a: Analysis, metric: str) -> list[str]:
@@ -84,7 +86,7 @@ def figure(a: Analysis, metric: str) -> Figure:
   marker = {f: _MARKERS[i % len(_MARKERS)] for i, f in enumerate(families)}
   ncols = min(_NCOLS, max(1, math.ceil(math.sqrt(len(tasks)))))
   nrows = max(1, math.ceil(len(tasks) / ncols))
-  lines_below = max((sum(c.task == t and c.metric == metric_for(t, metric) for c in a.curves)
+  lines_below = max((sum(2 for c in a.curves if c.task == t and c.metric == metric_for(t, metric))
                      for t in tasks), default=1)
   fig = Figure(figsize=(4.2 * ncols, (3.4 + 0.16 * lines_below) * nrows + 0.8),
                layout="constrained")
@@ -153,10 +155,13 @@ def figure(a: Analysis, metric: str) -> Figure:
     ax.set_ylabel(_ylabel(shown), fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-    for i, (text, col) in enumerate(notes):  # below the x label: over no data
-      ax.annotate(text, xy=(0.0, 0.0), xycoords=ax.xaxis.label, xytext=(0, -2 - 9 * i),
-                  textcoords="offset points", ha="left", va="top", fontsize=7, color=col,
+    offset = 2
+    for text, col in notes:  # below the x label, wrapped to the panel: over no data
+      text = textwrap.fill(text, _LABEL_WIDTH, subsequent_indent="  ")
+      ax.annotate(text, xy=(0.5, 0.0), xycoords=ax.xaxis.label, xytext=(0, -offset),
+                  textcoords="offset points", ha="center", va="top", fontsize=7, color=col,
                   annotation_clip=False)
+      offset += 8.5 * (text.count("\n") + 1)
   handles = [Line2D([], [], color=color[v], label=_plain(v)) for v in variants]
   handles += [Line2D([], [], color="black", marker=marker[f], linestyle="", label=_plain(f))
               for f in families]

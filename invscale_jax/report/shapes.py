@@ -91,7 +91,7 @@ def model_no_signal(metric: str, trained: bool | None, unparseable: float | None
   `unparseable`: the share of CoT answers not parsed; `predicted`: the class chosen for
   each example (-1: none parsed)."""
   if trained is False:
-    return "untrained (manifest: trained false)"
+    return "untrained (trained: false)"
   if not metric.startswith("accuracy"):
     return None
   if unparseable is not None and unparseable >= 1.0:

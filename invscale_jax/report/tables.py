@@ -173,9 +173,13 @@ def caveats_section(a: Analysis) -> Section:
   setups = collections.defaultdict(collections.Counter)
   for n in a.runs:
     setups[n.family][n.setup] += 1
+  shared = {}  # family -> the notes every run of it has, said once
   for fam, counts in sorted(setups.items()):
     items.append(f"{fam}: dtype and prompt prefix: " + "; ".join(
         f"{setup} ({k} run{'s' if k > 1 else ''})" for setup, k in counts.most_common()))
+    runs = [n for n in a.runs if n.family == fam]
+    shared[fam] = [t for t in runs[0].notes if all(t in n.notes for n in runs)]
+    items += [f"{fam}: every run: {t}" for t in shared[fam]]
   for c in a.curves:
     shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
     if shape is not None and shape.label == shapes.NO_SIGNAL:
@@ -186,11 +190,12 @@ def caveats_section(a: Analysis) -> Section:
                 if n.startswith("every point uses")]
   items += [m.text() + "; averages and shape changes across them mix checkpoints"
             for m in a.mixed]
-  rows = tuple((n.family, n.model, f"{n.task}.{n.variant}", "; ".join(n.notes))
-               for n in a.runs if n.notes)
+  rows = tuple((n.family, n.model, f"{n.task}.{n.variant}", "; ".join(own))
+               for n in a.runs
+               for own in [[t for t in n.notes if t not in shared[n.family]]] if own)
   text = ("Open markers on the plot: points on a subset of a task's examples or with "
           "prompts cut to fit max_length. Dashed lines: curves with no signal.")
-  if not rows and len(items) == len(setups):
+  if not rows and len(items) == len(setups) and not any(n.marked for n in a.runs):
     text = ("Every run holds all of its task's examples with whole prompts, and every "
             "curve has a signal.")
   return Section("Caveats", text=text, items=tuple(items),
