@@ -40,17 +40,19 @@ def entry(name, n_params=None):
 
 
 def write_run(results_dir, model, task, variant, recs, complete=True, run_key=None,
-              family="tiny", n_params=None):
+              family="tiny", n_params=None, trained=None, **more_info):
   """Writes a run through the results store, as `invscale score` does. A complete run has
-  as many examples as `recs` hold; an incomplete one is a part of N examples."""
+  as many examples as `recs` hold; an incomplete one is a part of N examples. `trained`:
+  the manifest's field; `more_info`: run.json fields to add or replace."""
   run_key = run_key or f"{model}.{task}.{variant}"
   n_examples = len({r.example_id for r in recs}) if complete else N
   run_dir = results_lib.run_dir(str(results_dir), run_key)
   info = {"run_key": run_key, "engine_version": "test", "family": family,
-          "model": entry(model, n_params),
+          "model": dict(entry(model, n_params), **(
+              {} if trained is None else {"trained": trained})),
           "task": task, "variant": variant, "data_sha256": "0" * 64, "vocabulary": "byte",
           "options": {}, "n_examples": n_examples, "n_rows": len(recs), "n_records": len(recs),
-          "record_kinds": sorted({r.kind for r in recs})}
+          "record_kinds": sorted({r.kind for r in recs}), **more_info}
   recs = [dataclasses.replace(r, run_key=run_key) for r in recs]
   with results_lib.LeaseKeeper() as keeper:
     writer = results_lib.open_run(run_dir, info, run_key, keeper)

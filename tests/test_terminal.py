@@ -43,11 +43,12 @@ def test_score_is_quiet_and_ends_with_the_results_table(score_cli, reference_res
   table = done.stdout.splitlines()
   assert table[0] == f"results in {out}"
   assert table[1].split() == ["model", "task.variant", "status", "examples", "result",
-                              "unparseable", "records"]
+                              "95%-interval", "unparseable", "setup", "caveats", "records"]
   rows = [line.split() for line in table[2:]]
   assert len(rows) == 8 and {r[0] for r in rows} == set(TINY_MODELS)
   memo = next(r for r in rows if r[:2] == ["tiny-1", "memo-trap.zero_shot"])
   assert memo[2:4] == ["complete", "24"] and memo[4] == "acc" and memo[5].endswith("%")
+  assert memo[6].endswith("%") and memo[8:12] == ["fp32,", "BOS", "0", "untrained"]
   assert memo[-1] == f"runs/{find_run(out, 'tiny-1', 'memo-trap', 'zero_shot').name}"
   index = (out / overview.INDEX).read_text()
   assert f"| tiny-1 | memo-trap.zero_shot | complete | 24 |" in index
