@@ -80,43 +80,38 @@ def from_run_info(info: Mapping[str, Any]) -> RunCaveats:
       trained=trained if isinstance(trained, bool) else None)
 
 
-def subset_text(c: RunCaveats) -> str:
-  of = f" of {c.n_task}" if c.n_task is not None else ""
-  return f"a subset: {c.n_examples}{of} examples (--limit {c.limit})"
-
-
 def _count(n: int, noun: str) -> str:
   return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def notes(c: RunCaveats) -> list[str]:
-  """Sentences for the report: subset, truncation, untrained weights."""
+def _items(c: RunCaveats) -> list[tuple[str, str]]:
+  """Each caveat as (a sentence for the report, a few characters for the results table)."""
   out = []
   if c.subset:
-    out.append(subset_text(c))
+    of = f" of {c.n_task}" if c.n_task is not None else ""
+    out.append((f"a subset: {c.n_examples}{of} examples (--limit {c.limit})",
+                f"subset {c.n_examples}/{c.n_task}" if c.n_task is not None
+                else f"first {c.n_examples} (--limit)"))
   within = f" to fit {c.max_length} tokens" if c.max_length else ""
   if c.n_truncated:
-    out.append(f"{_count(c.n_truncated, 'prompt')} truncated{within}")
+    out.append((f"{_count(c.n_truncated, 'prompt')} truncated{within}",
+                f"{c.n_truncated} truncated"))
   if c.n_demos_dropped:
-    out.append(f"{_count(c.n_demos_dropped, 'demonstration')} dropped{within}")
+    out.append((f"{_count(c.n_demos_dropped, 'demonstration')} dropped{within}",
+                f"{c.n_demos_dropped} demos dropped"))
   if c.trained is False:
-    out.append("untrained model (manifest: trained false)")
+    out.append(("untrained model (manifest: trained false)", "untrained"))
   return out
+
+
+def notes(c: RunCaveats) -> list[str]:
+  """Sentences for the report: subset, truncation, untrained weights."""
+  return [long for long, _ in _items(c)]
 
 
 def short_notes(c: RunCaveats) -> list[str]:
   """The same, in a few characters each, for the results table."""
-  out = []
-  if c.subset:
-    out.append(f"subset {c.n_examples}/{c.n_task}" if c.n_task is not None
-               else f"first {c.n_examples} (--limit)")
-  if c.n_truncated:
-    out.append(f"{c.n_truncated} truncated")
-  if c.n_demos_dropped:
-    out.append(f"{c.n_demos_dropped} demos dropped")
-  if c.trained is False:
-    out.append("untrained")
-  return out
+  return [short for _, short in _items(c)]
 
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16"}

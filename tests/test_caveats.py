@@ -201,6 +201,7 @@ def test_one_model_name_with_two_checkpoints_is_marked(tmp_path):
   assert any("tiny-2: the averaged tasks were scored with 2 different checkpoints" in n
              for n in average["notes"])
   assert not any("checkpoints" in n for n in _curve(data, "average", "zero_shot")["notes"])
+  assert average["mixed"] == ["tiny-2"] and _curve(data, "average", "zero_shot")["mixed"] == []
   changes = summary.split("## Does the prompt variant change the shape?")[1].split("\n## ")[0]
   memo = [l for l in changes.splitlines() if l.startswith("| tiny | memo-trap | 1_shot")]
   assert memo and "other checkpoints of tiny-2" in memo[0]

@@ -261,13 +261,16 @@ def _averages(family: str, variant: str, found: _Curves, identities: dict, alpha
     curve_reason = shapes.no_signal(list(reasons.values()), list(reasons))
     notes = [f"average of {len(included)} task(s) at every point: {', '.join(included)}"]
     notes += [f"{t}: {n}" for k, t in zip(keys, included) for n in found.notes[k]]
+    mixed = []
     for m in d.models:
       ids = {identities.get((family, m.name, t, variant), "") for t in included} - {""}
       if len(ids) > 1:
+        mixed.append(m.name)
         notes.append(f"{m.name}: the averaged tasks were scored with {len(ids)} different "
                      "checkpoints of this name")
     notes += _signal_notes(reasons, curve_reason)
-    curve = curves_lib.summarise(family, AVERAGE, variant, metric, d, alpha, included, notes)
+    curve = dataclasses.replace(curves_lib.summarise(family, AVERAGE, variant, metric, d, alpha,
+                                                     included, notes), mixed=tuple(mixed))
     out.append((curve, curve_reason, Average(family, variant, metric, tuple(included),
                                              left_out)))
   return out

@@ -94,6 +94,7 @@ class Curve:
   steps: tuple[Step, ...]
   tasks: tuple[str, ...] = ()  # the tasks averaged (average curves only)
   notes: tuple[str, ...] = ()  # what the curve's numbers are besides numbers (caveats)
+  mixed: tuple[str, ...] = ()  # models scored with other checkpoints on other averaged tasks
 
 
 def _model_draws(key: tuple[str, ...], model: ModelScores, names: Sequence[str],

@@ -129,6 +129,8 @@ def figure(a: Analysis, metric: str) -> Figure:
           extra.append(f"avg of {len(c.tasks)}")
         if marked:
           extra.append("open: subset/truncated")
+        if c.mixed:
+          extra.append(f"mixed checkpoints: {', '.join(c.mixed)}")
         if limits and any(not limits[0] <= p.value <= limits[1] for p in c.points):
           extra.append("off scale")
         notes.append((_plain(f"{who}{c.variant}: {what}"
