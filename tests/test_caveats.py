@@ -155,7 +155,8 @@ def test_curves_without_signal_get_a_reason_not_a_shape(degenerate):
   assert _curve(data, "neqa", "zero_shot")["label"] == shapes.POSITIVE
   changes = summary.split("## Does the prompt variant change the shape?")[1].split("\n## ")[0]
   assert not [l for l in changes.splitlines() if l.startswith("| tiny") and "cot_1_shot" in l]
-  assert "Left out, with no signal to compare: tiny neqa cot_1_shot" in changes
+  assert "Curves with no signal are left out" in changes
+  assert "- tiny neqa cot_1_shot (cot_1_shot: no signal: 100% unparseable)" in changes
   assert "no signal" in shapes.rule_markdown(1000, 0.05, 0.02)
 
 

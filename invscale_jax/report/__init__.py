@@ -6,6 +6,7 @@ Modules, in the order data flows through them:
   external    external result CSVs -> points drawn beside the runs
   metrics     records of one run -> per-example metric values (prize definitions)
   bootstrap   seeded, vectorised resampling of means over examples
+  intervals   closed-form 95% intervals for one run's headline number (`invscale results`)
   curves      per-model points and paired adjacent-size steps, per task and averaged
   shapes      the shape rule (Holm-corrected paired bootstrap) -> labels
   coverage    what is missing, class balance

@@ -2,6 +2,10 @@
 
 runs -> per-example metrics -> curves per (family, task, variant, metric) and their
 average over the classification tasks -> shape labels; plus coverage and class balance.
+The models of one curve are compared on the examples all of them have (a `--limit` run
+beside full runs), curves without signal are labelled so (`shapes.no_signal`), and every
+curve carries notes: its runs' caveats (`caveats`), what an average averages, and models
+whose runs used different checkpoints under one name.
 """
 
 from __future__ import annotations

@@ -106,10 +106,11 @@ def variant_section(a: Analysis, metric: str) -> Section:
       if mixed:
         changed += f" (other checkpoints of {', '.join(mixed)}: not one model)"
       rows.append((fam, title, v, before.label, after.label, changed))
-  text = ("Left out, with no signal to compare: " + "; ".join(skipped) + ".") if skipped else ""
   return Section(f"Does the prompt variant change the shape? ({metric}, against {base})",
-                 text=text, table=Table(("family", "task", "variant", base, "variant's shape",
-                                         "shape changes?"), tuple(rows)))
+                 text="Curves with no signal are left out; they are listed below the "
+                 "table." if skipped else "",
+                 table=Table(("family", "task", "variant", base, "variant's shape",
+                              "shape changes?"), tuple(rows)), items=tuple(skipped))
 
 
 def _at_chance(points) -> str:
