@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from conftest import SMALL_ROWS, RunCli
 from invscale_jax import catalog, family, overview, records
 from invscale_jax.report import analysis, commands, intervals, load, metrics, plots, shapes
+from invscale_jax.report.errors import ReportError
 from test_report_end_to_end import class_records, write_run
 
 OPTIONS = analysis.Options(resamples=200)
@@ -236,3 +237,17 @@ def test_a_limit_run_records_how_many_examples_the_task_has(tiny_family, small_d
   [full] = plan.plan(fam, ["tiny-1"], ["neqa"], ["zero_shot"], str(small_data_dir),
                      plan.ScoringOptions())
   assert "n_task_examples" not in full.info
+
+
+def test_models_without_a_common_example_are_refused_in_one_line(tmp_path):
+  rng = np.random.default_rng(5)
+  write_run(tmp_path / "results", "tiny-1", "neqa", "zero_shot",
+            class_records("tiny-1", "neqa", "zero_shot", 0.5, rng, n=20))
+  later = [dataclasses.replace(r, example_id=r.example_id + 100)
+           for r in class_records("tiny-2", "neqa", "zero_shot", 0.5, rng, n=20)]
+  write_run(tmp_path / "results", "tiny-2", "neqa", "zero_shot", later, complete=False)
+  with pytest.raises(ReportError, match=r"^tiny neqa zero_shot: no example was scored for "
+                     r"every model \(tiny-1: 20, tiny-2: 20\); report them separately$"):
+    commands.make_report([str(tmp_path / "results")], str(tmp_path / "report"),
+                         options=OPTIONS)
+  assert not (tmp_path / "report").exists()
