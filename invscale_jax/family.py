@@ -16,9 +16,10 @@ relative `gin` path is looked up next to the manifest, then in the project's `gi
 folder. `n_params` may be omitted (it is then counted from the checkpoint by
 `resolve_n_params`). `trained` (optional) says whether the weights were trained: `false`
 marks randomly initialised models (e.g. `init-tiny`), whose curves the report shows as
-"no signal" instead of giving them a shape; absent means trained or unknown. `bos_id` is the token the model's own pipeline puts before every
-prompt (null: none); when absent it is the architecture's convention, `DEFAULT_BOS`
-(llama has none: its tokenizers differ, so its entries must say).
+"no signal" instead of giving them a shape; absent means trained or unknown. `bos_id` is
+the token the model's own pipeline puts before every prompt (null: none); when absent it
+is the architecture's convention, `DEFAULT_BOS` (llama has none: its tokenizers differ,
+so its entries must say).
 
 T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
 `"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
