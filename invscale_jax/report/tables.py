@@ -10,7 +10,7 @@ from typing import Sequence
 from invscale_jax import catalog
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report import shapes
-from invscale_jax.report.analysis import Analysis, task_order, variant_order
+from invscale_jax.report.analysis import COMPUTE, Analysis, task_order, variant_order
 from invscale_jax.report.external import AVERAGE
 
 _RATES = ("accuracy", "tie_rate", "unparseable_rate")
@@ -141,7 +141,7 @@ def steps_section(a: Analysis, metric: str) -> Section:
 
 
 def _x_value(a: Analysis, p) -> str:
-  x = p.compute if a.axis == "compute" else p.n_params
+  x = p.compute if a.axis == COMPUTE else p.n_params
   return "—" if x is None else f"{x:.3g}"
 
 
@@ -158,7 +158,7 @@ def values_section(a: Analysis, metric: str) -> Section:
                    _x_value(a, p), fmt(c.metric, p.value),
                    f"[{fmt(c.metric, p.ci_low)}, {fmt(c.metric, p.ci_high)}]",
                    str(p.n_examples), "; ".join(notes) or "—"))
-  axis = "compute (FLOPs)" if a.axis == "compute" else "parameters"
+  axis = "compute (FLOPs)" if a.axis == COMPUTE else "parameters"
   return Section(f"Values per model ({metric})",
                  text=f"Each point of the plot with its {level} bootstrap interval; `examples` "
                  "counts the examples behind it (summed over tasks for the average).",
@@ -168,8 +168,8 @@ def values_section(a: Analysis, metric: str) -> Section:
 
 def caveats_section(a: Analysis) -> Section:
   """Everything a reader must know before trusting a number: subsets, truncated prompts,
-  dtypes and BOS conventions, curves without signal, example sets made comparable,
-  checkpoints mixed under one model name, and what each average averages."""
+  dtypes and BOS conventions, curves without signal, example sets made comparable, and
+  checkpoints mixed under one model name (what each average averages has its section)."""
   items = []
   setups = collections.defaultdict(collections.Counter)
   for n in a.runs:
