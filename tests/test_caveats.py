@@ -177,6 +177,8 @@ def test_plot_labels_cover_no_data_and_no_signal_does_not_squeeze(degenerate):
   low, _ = neqa.get_ylim()
   assert low > 0.3  # set by the zero-shot curve (55%..90%), not the 0% CoT curve
   assert any("off scale" in t.get_text() for t in neqa.texts)
+  average_panel = next(ax for ax in fig.axes if ax.get_title().startswith("Average"))
+  assert average_panel.get_ylim()[0] > 0.1  # the 0% CoT average is off scale there too
   titles = [ax.get_title() for ax in fig.axes]
   assert any(t.startswith("Average of 3 tasks: modus-tollens, memo-trap, neqa") or
              t.startswith("Average (tasks differ") for t in titles), titles

@@ -24,6 +24,7 @@ from invscale_jax.report.tables import metric_for
 _MARKERS = "osD^vP*Xh"
 _NCOLS = 3  # at most; a square-ish grid keeps each panel readable
 _LABEL_WIDTH = 62  # characters of a label line below a panel (7 pt, 4.2 in wide)
+_LEGEND_ENTRY_WIDTH = 1.7  # inches a legend entry may need (its row fits the figure)
 
 
 def _panels(a: Analysis, metric: str) -> list[str]:
@@ -59,12 +60,20 @@ def _title(a: Analysis, task: str, curves) -> str:
   return "Average (tasks differ per line, see labels)"
 
 
+def _constant(c) -> bool:
+  """Every point the same value with no spread (e.g. 0% everywhere)."""
+  return len({(p.value, p.ci_low, p.ci_high) for p in c.points}) == 1
+
+
 def _limits(curves, no_signal, chances) -> tuple[float, float] | None:
-  """y limits from the curves with a signal (and chance), so that a curve with none
-  (e.g. 0% everywhere) does not squeeze them; None when every curve is without one."""
-  if all(no_signal(c) for c in curves) or not any(no_signal(c) for c in curves):
+  """y limits that leave out curves with no spread at all (0% everywhere) and then those
+  with no signal, as long as others remain, so that they do not squeeze the others; None
+  when nothing is left out."""
+  kept = [c for c in curves if not _constant(c)] or list(curves)
+  kept = [c for c in kept if not no_signal(c)] or kept
+  if len(kept) == len(curves):
     return None
-  values = [v for c in curves if not no_signal(c) for p in c.points
+  values = [v for c in kept for p in c.points
             for v in (p.ci_low, p.ci_high, p.value) if math.isfinite(v)]
   low, high = min(values + chances), max(values + chances)
   pad = 0.08 * (high - low or abs(high) or 1.0)
@@ -76,7 +85,8 @@ def figure(a: Analysis, metric: str) -> Figure:
 
   Each line's shape label is written below its panel, where it covers no data; points
   on a subset of a task's examples or with truncated prompts have open markers; curves
-  with no signal are dashed and leave the y axis to the others.
+  with no signal are dashed and, like curves with no spread at all, leave the y axis to
+  the others (their label then says "off scale" if they lie outside it).
   """
   tasks = _panels(a, metric)
   families = sorted({c.family for c in a.curves} | {p.family for p in a.externals})
@@ -174,8 +184,8 @@ def figure(a: Analysis, metric: str) -> Figure:
   if any_no_signal:
     handles.append(Line2D([], [], color="black", linestyle="--", alpha=0.6,
                           label="no signal (see Caveats)"))
-  fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8),
-             fontsize=8)
+  fig.legend(handles=handles, loc="outside lower center", fontsize=8,
+             ncol=min(len(handles), max(3, int(4.2 * ncols / _LEGEND_ENTRY_WIDTH))))
   return fig
 
 

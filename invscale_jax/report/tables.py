@@ -181,10 +181,14 @@ def caveats_section(a: Analysis) -> Section:
     runs = [n for n in a.runs if n.family == fam]
     shared[fam] = [t for t in runs[0].notes if all(t in n.notes for n in runs)]
     items += [f"{fam}: every run: {t}" for t in shared[fam]]
+  silent = collections.defaultdict(lambda: collections.defaultdict(list))
   for c in a.curves:
     shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
     if shape is not None and shape.label == shapes.NO_SIGNAL:
-      items.append(f"{c.family} {c.task} {c.variant} {c.metric}: {shape.reason} (no shape)")
+      silent[(c.family, shape.reason)][(c.task, c.variant)].append(c.metric)
+  items += [f"{fam}: {reason}, so no shape for " + "; ".join(
+      f"{task} {variant} ({', '.join(metrics)})" for (task, variant), metrics in found.items())
+            for (fam, reason), found in silent.items()]
   for c in a.curves:
     if c.metric == metric_for(c.task, a.options.metric):
       items += [f"{c.family} {c.task} {c.variant} {c.metric}: {n}" for n in c.notes
