@@ -44,9 +44,11 @@ def _status(args: argparse.Namespace) -> int:
 def _files_to_validate(path: str) -> list[tuple[str, str | None, str | None]]:
   """(file, metric, task) to check for a path: a task file, or a task directory or
   declaration (`<name>.task.json`), whose task files are checked as declared."""
-  if not (path.endswith(declarations.SUFFIX) or storage.is_dir(path)):
+  task_dir = storage.is_dir(path) and any(n.endswith(declarations.SUFFIX)
+                                          for n in storage.children(path))
+  if not (path.endswith(declarations.SUFFIX) or task_dir):
     return [(path, None, None)]
-  tasks = declarations.read_dir(path) if storage.is_dir(path) else [declarations.read(path)]
+  tasks = declarations.read_dir(path) if task_dir else [declarations.read(path)]
   return [(t.file_path(), t.metric, t.name) for t in tasks]
 
 
