@@ -40,6 +40,8 @@ def value(name: str, default: Any = None) -> Any:
     bound = gin.query_parameter(f"%{name}")
   except ValueError:  # gin's answer for a macro that is not bound
     return default
+  except NameError:  # asked while a gin file with dynamic registration is parsed (its
+    return default  # `import seqio_tasks`): nothing can be queried then; bound later
   if isinstance(bound, gin.config.ConfigurableReference):
     return bound.scoped_configurable_fn() if bound.evaluate else bound.scoped_configurable_fn
   return bound

@@ -5,7 +5,8 @@ Task directories come from, in this order (a task name declared twice is an erro
 `--task_dirs` on the command line, a family manifest's `task_dirs`, the gin macro
 `INVSCALE_TASK_DIRS` (a list of strings) and the environment variable of that name
 (comma-separated). Commands call `use` with theirs; `import seqio_tasks` adds those of
-gin and the environment (`environment_dirs`).
+gin and the environment (`environment_dirs`), and so does `get` for a name it does not
+know yet (gin bound after the import).
 
 Names are accepted in every spelling the project prints: the release name (`memo-trap`),
 the SeqIO name (`memo_trap`), either with a variant (`memo_trap.zero_shot`), and the
@@ -79,12 +80,21 @@ def _unknown(name: str) -> KeyError:
                   f"come from --task_dirs, a manifest's task_dirs or ${ENV_VAR})")
 
 
+def _find(name: str) -> Task | None:
+  return next((t for t in known() if name in (t.name, t.seqio_name)), None)
+
+
 def get(name: str) -> Task:
-  """A task by release name ("memo-trap") or SeqIO name ("memo_trap")."""
-  for task in known():
-    if name in (task.name, task.seqio_name):
-      return task
-  raise _unknown(name)
+  """A task by release name ("memo-trap") or SeqIO name ("memo_trap"). A name not declared
+  yet is looked for in the directories gin and the environment name now: a gin file may
+  bind INVSCALE_TASK_DIRS after it imports `seqio_tasks`, or a flag after that file."""
+  task = _find(name)
+  if task is None:
+    add(declarations.read_dirs(environment_dirs()))
+    task = _find(name)
+  if task is None:
+    raise _unknown(name)
+  return task
 
 
 def parse(name: str) -> tuple[Task, str | None]:
@@ -103,7 +113,3 @@ def parse(name: str) -> tuple[Task, str | None]:
     return get(task), variant or None
   except KeyError:
     raise _unknown(name) from None
-
-
-def is_prize(name: str) -> bool:
-  return get(name).prize
