@@ -42,13 +42,22 @@ def write_task_dir(root: pathlib.Path, declaration: dict | None = None) -> pathl
   return root
 
 
+def forget_own_tasks() -> None:
+  """Nothing declared, and no SeqIO task of ours registered, after a test."""
+  task_registry.use([])
+  if "seqio" in sys.modules:
+    seqio = sys.modules["seqio"]
+    for name in [n for n in seqio.TaskRegistry.names() if n.startswith("invscale:my_")]:
+      seqio.TaskRegistry.remove(name)
+
+
 @pytest.fixture
 def task_dir(tmp_path: pathlib.Path):
-  """The task directory, declared for the test (and nothing declared after it)."""
+  """The task directory, declared for the test."""
   root = write_task_dir(tmp_path / "tasks")
   task_registry.use([str(root)])
   yield root
-  task_registry.use([])
+  forget_own_tasks()
 
 
 # ---------------------------------------------------------------------------- declarations
@@ -109,6 +118,20 @@ def test_bad_directories(tmp_path: pathlib.Path, run_cli: RunCli) -> None:
   assert result.code == 1
   assert f"{good / 'my-cmp.jsonl'}:1: classes: needs at least 2 distinct classes" in result.err
   assert f"{good / 'my-seq.jsonl'}: 1 rows OK" in result.out
+
+
+def test_a_task_directory_in_a_bucket(tmp_path: pathlib.Path, bucket: str) -> None:
+  from conftest import upload  # pylint: disable=g-import-not-at-top
+  from invscale_jax.data import loader  # pylint: disable=g-import-not-at-top
+
+  url = upload(write_task_dir(tmp_path / "tasks"), f"{bucket}/tasks")
+  try:
+    cmp, _ = task_registry.use([url])
+    assert cmp.file_path() == f"{url}/my-cmp.jsonl"
+    assert len(loader.load(cmp.file_path(), cmp.metric, cmp.name)) == len(ROWS)
+    assert cot.load_exemplar("my_cmp").rationale == EXEMPLAR["rationale"]
+  finally:
+    forget_own_tasks()
 
 
 def test_manifest_task_dirs_are_relative_to_it(tmp_path: pathlib.Path, tiny_family) -> None:
@@ -238,8 +261,15 @@ def test_cot_exemplars_are_in_the_run_key(task_dir, tiny_family, small_data_dir)
 # ---------------------------------------------------------------------------- end to end
 
 
+@pytest.fixture
+def forgetting():
+  yield
+  forget_own_tasks()
+
+
 def test_a_declared_task_scored_and_reported(tmp_path: pathlib.Path, tiny_family,
-                                              small_data_dir, run_cli: RunCli) -> None:
+                                              small_data_dir, run_cli: RunCli,
+                                              forgetting) -> None:
   """Declared through the manifest's task_dirs, scored with `invscale score` on the tiny
   family (zero-shot, CoT and a sequence task, names in two spellings), reported from the
   results alone; an edited exemplar is not reused."""
