@@ -4,6 +4,7 @@ exemplars in the run key."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -313,3 +314,36 @@ def test_a_declared_task_scored_and_reported(tmp_path: pathlib.Path, tiny_family
   status = {(line[0], line[1]): " ".join(line[2:4]) for line in lines}
   assert status[("tiny-1", "my-cmp.cot_1_shot")].startswith("to do")
   assert status[("tiny-1", "my-cmp.zero_shot")].startswith("complete")
+
+
+def test_your_tasks_are_drawn_apart_from_the_prize_average(tmp_path: pathlib.Path,
+                                                          forgetting) -> None:
+  """Runs of memo-trap and of a declared task (metric: loss), read back from results: the
+  declared task has its own curves, shown by its loss, and no part in the average."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.report import analysis, load, tables  # pylint: disable=g-import-not-at-top
+  from test_report_end_to_end import class_records, entry  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  spec = {**DECLARATION, "metric": "loss", "demos_in_prompt": False}
+  for model in ("tiny-1", "tiny-2"):
+    for task in ("memo-trap", "my-cmp"):
+      key = f"{model}.{task}"
+      recs = [dataclasses.replace(r, run_key=key)
+              for r in class_records(model, task, "zero_shot", 0.6, rng, n=40)]
+      info = {"run_key": key, "family": "tiny", "model": entry(model), "task": task,
+              "variant": "zero_shot", "n_examples": 40, "n_rows": 80, "n_records": 80,
+              "record_kinds": ["class"],
+              **({"task_spec": spec, "task_source": "/gone"} if task == "my-cmp" else {})}
+      with results.LeaseKeeper() as keeper:
+        writer = results.open_run(results.run_dir(str(tmp_path), key), info, key, keeper)
+        writer.write_chunk(recs)
+        writer.finish()
+  task_registry.use([])
+  a = analysis.analyse(load.load_runs([str(tmp_path)]), options=analysis.Options(resamples=100))
+  assert [av.tasks for av in a.averages] == [("memo-trap",), ("memo-trap",)]  # accuracy, loss
+  assert {(c.task, c.metric) for c in a.curves if c.task == "my-cmp"} >= {
+      ("my-cmp", "accuracy"), ("my-cmp", "loss")}
+  assert tables.metric_for("my-cmp", "accuracy") == "loss"
+  assert task_registry.get("my_cmp").directory == "/gone"
