@@ -135,6 +135,19 @@ def test_a_task_directory_in_a_bucket(tmp_path: pathlib.Path, bucket: str) -> No
     forget_own_tasks()
 
 
+def test_a_bad_task_file_fails_score_with_its_line(tmp_path: pathlib.Path, tiny_family,
+                                                   run_cli: RunCli, forgetting) -> None:
+  root = write_task_dir(tmp_path / "tasks")
+  rows = [json.dumps(r) for r in ROWS]
+  rows[1], rows[3] = rows[1].replace('"answer_index": 1', '"answer_index": 2'), "{"
+  (root / "my-cmp.jsonl").write_text("\n".join(rows) + "\n")
+  result = run_cli("score", "--family", tiny_family, "--task_dirs", root, "--tasks", "my-cmp",
+                   "--out", tmp_path / "out")
+  assert result.code == 2 and not (tmp_path / "out" / "runs").exists()
+  assert result.err == (f"invscale: error: {root / 'my-cmp.jsonl'}:2: answer_index: 2 out of "
+                        f"range for 2 classes (and 1 more: `invscale data validate {root}`)\n")
+
+
 def test_manifest_task_dirs_are_relative_to_it(tmp_path: pathlib.Path, tiny_family) -> None:
   manifest = json.loads(tiny_family.read_text())
   path = tmp_path / "manifest.json"
