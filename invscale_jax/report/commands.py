@@ -7,6 +7,8 @@ import pathlib
 from typing import Sequence
 
 from invscale_jax import family as family_lib
+from invscale_jax import task_registry
+from invscale_jax.data import commands as data_commands
 from invscale_jax.report import analysis
 from invscale_jax.report import external
 from invscale_jax.report import load
@@ -32,6 +34,9 @@ def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
 
 
 def _run(args: argparse.Namespace) -> int:
+  # Your own tasks come from the results' run.json files (the environment's task
+  # directories play no part); --task_dirs adds to them.
+  task_registry.use([d for d in (args.task_dirs or "").split(",") if d])
   options = analysis.Options(metric=args.metric, normalise=tuple(dict.fromkeys(args.normalise)),
                              resamples=args.resamples, seed=args.seed, alpha=args.alpha,
                              margin=args.margin, axis=args.x, ties=args.ties)
@@ -50,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--external", action="append", default=[], metavar="CSV",
                  help="external results: model,compute,task,metric,value[,ci_low,ci_high,"
                  "variant,family,n_params] (repeatable)")
+  data_commands.add_task_dirs_flag(p)
   p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss"],
                  help="metric plotted and tabled first (sequence tasks always use loss)")
   p.add_argument("--normalise", action="append", default=[], choices=metrics.NORMALISATIONS,
