@@ -146,12 +146,15 @@ def _bos_id(where: str, m: dict[str, Any]) -> int | None:
 
 
 def load(path: os.PathLike | str) -> Family:
-  """Reads and validates a manifest; every problem raises ManifestError naming the field."""
-  path = os.fspath(path)
+  """Reads and validates a manifest (a path, a URL or a shipped family's name, see `find`);
+  every problem raises ManifestError naming the field."""
+  path = find(path)
   try:
     data = json.loads(storage.read_text(path))
   except FileNotFoundError:
-    raise ManifestError(f"{path}: manifest not found") from None
+    shipped_names = ", ".join(p.stem for p in shipped())
+    raise ManifestError(f"{path}: manifest not found (nor a shipped family: "
+                        f"{shipped_names})") from None
   except json.JSONDecodeError as e:
     raise ManifestError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
   except storage.StorageError as e:  # not UTF-8 text, or not readable (e.g. permission)
@@ -209,8 +212,7 @@ def load(path: os.PathLike | str) -> Family:
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
         bos_id=_bos_id(where, m)))
-  stem = os.path.splitext(storage.basename(path))[0]
-  return Family(name=_string(path, data.get("family", stem), "family"),
+  return Family(name=_string(path, data.get("family", default_name(path)), "family"),
                 models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
 
@@ -220,11 +222,23 @@ def shipped() -> list[pathlib.Path]:
   return sorted(FAMILIES_DIR.glob("*.json"))
 
 
-def find(name_or_path: str) -> pathlib.Path:
-  """A manifest path, or the shipped manifest of that family name (e.g. "opt")."""
-  path = pathlib.Path(name_or_path)
-  shipped_path = FAMILIES_DIR / f"{name_or_path}.json"
-  return shipped_path if not path.exists() and shipped_path.is_file() else path
+def find(name_or_path: os.PathLike | str) -> str:
+  """A manifest path or URL, or the shipped manifest of that family name (e.g. "opt"): a
+  name is a shipped family when no file of that name exists."""
+  path = os.fspath(name_or_path)
+  shipped_path = FAMILIES_DIR / f"{path}.json"
+  if not storage.is_url(path) and not os.path.exists(path) and shipped_path.is_file():
+    return str(shipped_path)
+  return path
+
+
+def default_name(manifest: os.PathLike | str) -> str:
+  """A family's name when its manifest gives none: the file's stem, or its directory's
+  name for a file called manifest.json (DIR/manifest.json is family DIR)."""
+  stem = os.path.splitext(storage.basename(manifest))[0]
+  if stem != "manifest":
+    return stem
+  return storage.basename(storage.parent(storage.absolute(manifest))) or stem
 
 
 def resolve_n_params(family: Family, count: Callable[[ModelEntry], int]) -> Family:

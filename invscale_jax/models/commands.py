@@ -56,7 +56,7 @@ def _from_hf(args: argparse.Namespace) -> int:
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
     entries = [hf_dir.manifest_entry(d, tmp, name) for d, name in zip(args.dirs, names)]
-    manifest = {"family": args.family or out.stem,
+    manifest = {"family": args.family or family_lib.default_name(out.resolve()),
                 "description": "Hugging Face model directories scored in place (hf_dir); "
                                "add train_tokens / train_flops.",
                 "models": entries}
@@ -125,7 +125,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("dirs", nargs="+", metavar="HF_DIR")
   p.add_argument("--out", required=True, help="manifest path (must not exist)")
   p.add_argument("--name", help="comma-separated model names (default: the directories' names)")
-  p.add_argument("--family", help="family name (default: the manifest's file name)")
+  p.add_argument("--family", help="family name (default: the manifest's file name, or its "
+                                      "directory's name for DIR/manifest.json)")
   p.set_defaults(func=_from_hf)
 
   conv = subparsers.add_parser("convert", help="Hugging Face checkpoints -> T5X checkpoints")

@@ -1,0 +1,96 @@
+"""The CLI as a newcomer meets it: flag help that says what each flag does, shipped families
+by name, fast one-line errors about names and paths, and a dry run that says why an earlier
+run does not count."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from conftest import REPO, SCORE_ARGS, RunCli
+from invscale_jax import cli
+from invscale_jax import family as family_lib
+
+HEAVY = ("tensorflow", "seqio", "jax", "flax", "torch", "transformers")
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+  parser = cli.build_parser()
+  commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+  return commands.choices[name]
+
+
+def test_every_score_flag_says_what_it_does_and_its_default() -> None:
+  for command in ("score", "generate"):
+    text = _subparser(command).format_help()
+    assert "override ScoringOptions" not in text
+    for action in _subparser(command)._actions:
+      if action.dest in ("help", "family", "out"):
+        continue
+      assert action.help and len(action.help) > 30, action.dest
+      assert "default" in action.help, (action.dest, action.help)
+  text = " ".join(_subparser("score").format_help().split())
+  for shown in ("{separate,joint}", "{float32,bfloat16}", "{auto,on,off}", "(default: 2048)",
+                "(default: model)", "pythia"):
+    assert shown in text
+
+
+def test_shipped_families_by_name_and_names_from_directories(tmp_path, run_cli: RunCli) -> None:
+  assert family_lib.load("pythia").name == "pythia"
+  missing = run_cli("score", "--family", "pythia-nope", "--out", tmp_path / "r")
+  assert missing.code == 2 and "pythia-nope: manifest not found (nor a shipped family: " \
+      in missing.err
+  # A manifest without a "family" field is named after its directory when it is
+  # DIR/manifest.json, after its file otherwise.
+  entry = {"name": "m", "architecture": "decoder_only", "gin": "models/tiny/tiny_1.gin",
+           "checkpoint": "ckpt", "vocabulary": {"type": "byte"}, "n_params": 10}
+  for path in (tmp_path / "my-models" / "manifest.json", tmp_path / "other.json"):
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"models": [entry]}))
+  assert family_lib.load(tmp_path / "my-models" / "manifest.json").name == "my-models"
+  assert family_lib.load(tmp_path / "other.json").name == "other"
+
+
+def _fast_error(*argv: str, cwd: pathlib.Path) -> tuple[int, str, list[str]]:
+  """Runs `invscale ARGV` in a fresh interpreter: exit code, stderr, heavy modules loaded."""
+  code = ("import sys; from invscale_jax import cli; code = cli.main(sys.argv[1:]); "
+          f"print([m for m in {HEAVY!r} if m in sys.modules]); sys.exit(code)")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get(
+      "PYTHONPATH", "")]))
+  done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                        env=env, cwd=cwd, timeout=60, check=False)
+  return done.returncode, done.stderr, json.loads(done.stdout.strip().replace("'", '"'))
+
+
+def test_errors_about_models_and_directories_come_before_heavy_imports(
+    tmp_path, shared_data) -> None:
+  args = ("score", "--family", "pythia", "--out", str(tmp_path / "r"), "--tasks", "memo-trap")
+  code, err, heavy = _fast_error(*args, "--model", "tiny-9", "--data_dir", str(shared_data),
+                                 cwd=tmp_path)
+  assert (code, heavy) == (2, [])
+  assert "no model named 'tiny-9' (has pythia-70m" in err
+  for extra in ((), ("--dry_run",)):
+    code, err, heavy = _fast_error(*args, "--data_dir", str(tmp_path / "nowhere"), *extra,
+                                   cwd=tmp_path)
+    assert (code, heavy) == (2, [])
+    assert err.startswith(f"invscale: error: {tmp_path / 'nowhere'}: data directory does not "
+                          f"exist; run `invscale data download")
+  assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_says_which_option_makes_an_earlier_run_not_match(
+    run_cli: RunCli, tiny_family, small_data_dir, reference_results) -> None:
+  args = dict(zip(SCORE_ARGS[::2], SCORE_ARGS[1::2]))
+  shown = run_cli("score", "--family", tiny_family, "--data_dir", small_data_dir,
+                  "--out", reference_results, "--model", "tiny-1", "--tasks", "memo-trap",
+                  "--variants", "zero_shot", "--chunk_size", args["--chunk_size"],
+                  "--max_length", "1024", "--dry_run")
+  assert shown.code == 0, shown.err
+  notes = [line for line in shown.out.splitlines() if "does not match" in line]
+  assert len(notes) == 1
+  assert notes[0].startswith("tiny-1 memo-trap.zero_shot: earlier run ")
+  assert notes[0].endswith("does not match: max_length: 2048 there, 1024 here")
