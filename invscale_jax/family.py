@@ -152,9 +152,9 @@ def load(path: os.PathLike | str) -> Family:
   try:
     data = json.loads(storage.read_text(path))
   except FileNotFoundError:
-    shipped_names = ", ".join(p.stem for p in shipped())
-    raise ManifestError(f"{path}: manifest not found (nor a shipped family: "
-                        f"{shipped_names})") from None
+    bare_name = "/" not in path and not path.endswith(".json")
+    hint = f" (nor a shipped family: {', '.join(p.stem for p in shipped())})" if bare_name else ""
+    raise ManifestError(f"{path}: manifest not found{hint}") from None
   except json.JSONDecodeError as e:
     raise ManifestError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
   except storage.StorageError as e:  # not UTF-8 text, or not readable (e.g. permission)

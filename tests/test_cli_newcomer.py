@@ -12,8 +12,9 @@ import subprocess
 import sys
 
 from conftest import REPO, SCORE_ARGS, RunCli
-from invscale_jax import cli
+from invscale_jax import catalog, cli
 from invscale_jax import family as family_lib
+from invscale_jax.data import variants
 
 HEAVY = ("tensorflow", "seqio", "jax", "flax", "torch", "transformers")
 
@@ -94,3 +95,29 @@ def test_dry_run_says_which_option_makes_an_earlier_run_not_match(
   assert len(notes) == 1
   assert notes[0].startswith("tiny-1 memo-trap.zero_shot: earlier run ")
   assert notes[0].endswith("does not match: max_length: 2048 there, 1024 here")
+
+
+def test_tasks_show_prints_the_prompt_and_classes_seqio_builds(run_cli: RunCli,
+                                                               small_data_dir) -> None:
+  import seqio  # pylint: disable=g-import-not-at-top
+  import seqio_tasks  # pylint: disable=g-import-not-at-top
+
+  shown = run_cli("tasks", "show", "invscale:memo_trap.1_shot", "--example", "5",
+                  "--data_dir", small_data_dir, "--max_length", "200")
+  assert shown.code == 0, shown.err
+  rows = seqio_tasks.tasks.rows_for(
+      catalog.get("memo-trap"), variants.parse("1_shot"), seqio.ByteVocabulary(),
+      seqio_tasks.tasks.PromptOptions(0, 200), str(small_data_dir))
+  mine = [i for i, e in enumerate(rows["example_id"]) if e == 5]
+  header, prompt_and_classes = shown.out.split("\n--- prompt ---\n")
+  prompt, classes = prompt_and_classes.split("\n--- classes ")
+  assert prompt == rows["inputs"][mine[0]]
+  n_dropped = rows["n_demos_dropped"][mine[0]]
+  assert f"demonstrations: {rows['n_demos'][mine[0]]} kept, {n_dropped} dropped" in header
+  answer = rows["answer_index"][mine[0]]
+  for i in mine:
+    mark = "*" if rows["class_index"][i] == answer else " "
+    assert f"{mark} {rows['class_index'][i]}: {rows['targets'][i]!r}" in classes
+  bad = run_cli("tasks", "show", "memo-trap.zero_shot", "--example", "99", "--data_dir",
+                small_data_dir)
+  assert bad.code == 2 and "--example: memo-trap has examples 0 to 23, got 99" in bad.err

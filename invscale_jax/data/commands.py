@@ -7,6 +7,7 @@ import sys
 
 from invscale_jax import catalog, storage
 from invscale_jax.data import datadir, download, loader
+from invscale_jax.data import variants as variants_lib
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -87,6 +88,50 @@ def _tasks_lengths(args: argparse.Namespace) -> int:
   return 0
 
 
+def _split_task_variant(name: str) -> tuple[catalog.TaskSpec, variants_lib.Variant]:
+  """TASK.VARIANT (or invscale:TASK.VARIANT, as `tasks list` prints) -> spec, variant."""
+  task, _, variant = name.removeprefix("invscale:").rpartition(".")
+  if not task:
+    raise ValueError(f"task: {name!r} is not of the form TASK.VARIANT, e.g. neqa.1_shot")
+  return catalog.get(task), variants_lib.parse(variant)
+
+
+def _tasks_show(args: argparse.Namespace) -> int:
+  """Prints one example as the model sees it: the built prompt (demonstrations included),
+  then its classes (the answer marked) or its completion."""
+  spec, variant = _split_task_variant(args.task)
+  examples = datadir.load_task(datadir.resolve(args.data_dir), spec.name)
+  if not 0 <= args.example < len(examples):
+    raise ValueError(f"--example: {spec.name} has examples 0 to {len(examples) - 1}, "
+                     f"got {args.example}")
+  if args.vocabulary:
+    from invscale_jax import vocab, vocab_spec  # pylint: disable=g-import-not-at-top  (SeqIO)
+    vocabulary = vocab.from_spec(vocab_spec.spec_of(args.vocabulary))
+    count = lambda text: len(vocabulary.encode(text))
+  else:
+    count = lambda text: len(text.encode("utf-8"))  # seqio.ByteVocabulary's tokens
+  query = examples[args.example]
+  reserve = args.generation_length if variant.chain_of_thought else 0
+  fitted = variants_lib.build_prompt(examples, query, variant, args.seed,
+                                     args.max_length or None, count, reserve)
+  print(f"{spec.name}.{variant.name} example {query.example_id} of {len(examples)} "
+        f"({'demonstrations: %d kept, %d dropped; ' % (fitted.n_demos, fitted.n_dropped)}"
+        f"prompt: {count(fitted.text)} tokens of {args.vocabulary or 'bytes'})")
+  print("--- prompt ---")
+  print(fitted.text)
+  if query.classes:
+    print(f"--- classes (* the answer, index {query.answer_index}) ---")
+    for i, c in enumerate(query.classes):
+      print(f"{'*' if i == query.answer_index else ' '} {i}: {c!r}")
+  else:
+    print("--- completion (scored: its summed log-probability) ---")
+    print(repr(query.completion))
+  if variant.chain_of_thought:
+    print(f"(the model then generates up to {args.generation_length} tokens; the answer is "
+          f"read after the last \"So the answer is\")")
+  return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
   data = subparsers.add_parser("data", help="task data: status, validation, download")
   sub = data.add_subparsers(dest="data_command", required=True)
@@ -115,6 +160,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = sub.add_parser("list", help="one registered task name per line")
   p.add_argument("--variants", help="also register these variants (e.g. 10_shot)")
   p.set_defaults(func=_tasks_list)
+
+  p = sub.add_parser("show", help="one example as the model sees it: the built prompt "
+                                  "(demonstrations included) and its classes")
+  p.add_argument("task", metavar="TASK.VARIANT",
+                 help="a task and prompt variant, e.g. memo-trap.1_shot or "
+                      "invscale:memo_trap.zero_shot")
+  p.add_argument("--example", type=int, default=0,
+                 help="the example's 0-based row in the task file (default: %(default)s)")
+  p.add_argument("--vocabulary", help="count tokens with the model's vocabulary: a "
+                                      "SentencePiece .model file, a tokenizer.json, or a JSON "
+                                      "spec (default: bytes)")
+  p.add_argument("--data_dir", help=dir_help)
+  p.add_argument("--seed", type=int, default=0,
+                 help="few-shot sampling seed, as `score --seed` (default: %(default)s)")
+  p.add_argument("--max_length", type=int, default=2048,
+                 help="token budget, as `score --max_length`: demonstrations that do not fit "
+                      "are dropped (0: no cap; default: %(default)s)")
+  p.add_argument("--generation_length", type=int, default=128,
+                 help="CoT: tokens kept free for the generation (default: %(default)s)")
+  p.set_defaults(func=_tasks_show)
 
   p = sub.add_parser("lengths", help="the TASK_FEATURE_LENGTHS a T5X run needs so that SeqIO "
                                      "cuts no row of a task")
