@@ -6,7 +6,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.installed-demo
-TEST_STAMP := $(VENV)/.installed  # everything: the demo's packages and the test extras
+# .installed: everything, the demo's packages and the test extras.
+TEST_STAMP := $(VENV)/.installed
 DATA_DIR ?= $(shell if [ -d ../shared/data/inverse_scaling ]; then echo ../shared/data/inverse_scaling; else echo $${INVSCALE_DATA_DIR:-$$HOME/.cache/invscale_jax/inverse_scaling}; fi)
 DEMO_OUT ?= demo_out
 export JAX_PLATFORMS ?= cpu
