@@ -37,6 +37,8 @@ from typing import Iterator
 
 import tensorstore as ts
 
+from invscale_jax import console
+
 GCS_PREFIX = "gs://"
 _GCS_URL = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(.*))?")
 # Retries of GCS requests: transient errors are retried 6 times with backoff (measured:
@@ -113,7 +115,25 @@ def kvstore_spec(path: str | os.PathLike) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _store(root_spec: tuple[tuple[str, str], ...]) -> ts.KvStore:
-  return ts.KvStore.open(dict(root_spec), context=CONTEXT).result()
+  store = ts.KvStore.open(dict(root_spec), context=CONTEXT).result()
+  if dict(root_spec)["driver"] == "gcs":
+    _first_request_quietly(store)
+  return store
+
+
+def _first_request_quietly(store: ts.KvStore) -> None:
+  """tensorstore's credential provider logs which credentials it uses ("google_auth_provider
+  .cc] Using ...") straight to descriptor 2 on the process's first GCS request; a first
+  request of each bucket (a read of a key that need not exist; any error is left to the
+  real requests) is made here with descriptor 2 captured, unless the user asked for
+  `--verbose`."""
+  if not console.is_quiet():
+    return
+  with console.captured_stderr():
+    try:
+      store.read(".invscale-credentials-probe").result()
+    except ValueError:
+      pass
 
 
 def _locate(path: str) -> tuple[ts.KvStore, str]:
