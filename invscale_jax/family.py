@@ -23,8 +23,10 @@ T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin fil
 `architecture` and `vocabulary` then default to what the T5X gin file says.
 
 Hugging Face models are scored in place too: `"hf_dir": DIR` (config.json, safetensors or
-pytorch_model.bin weights, tokenizer) stands for `checkpoint`; its weights are mapped to
-the network's parameters when it is loaded, with no copy on disk (convert/hf_dir.py).
+pytorch_model.bin weights, tokenizer) stands for `checkpoint` (DIR may be
+`hf:ORG/NAME[@REVISION]`, a model in the local Hugging Face cache: `hf_cache`); its
+weights are mapped to the network's parameters when it is loaded, with no copy on disk
+(convert/hf_dir.py).
 `gin` then defaults to DIR's config.json (the config is derived from it) and
 `vocabulary` to DIR's tokenizer.json; `invscale family from-hf` writes such entries.
 """
@@ -38,7 +40,7 @@ import os
 import pathlib
 from typing import Any, Callable
 
-from invscale_jax import storage
+from invscale_jax import hf_cache, storage
 
 ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox", "opt", "llama", "gpt2")
 # What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
@@ -174,7 +176,11 @@ def load(path: os.PathLike | str) -> Family:
       if "checkpoint" in m or "t5x_model_dir" in m:
         raise ManifestError(f"{where}: hf_dir: names the weights itself; drop checkpoint "
                             f"and t5x_model_dir")
-      hf_dir = _resolve(base, _string(where, m["hf_dir"], "hf_dir"))
+      hf_dir = _string(where, m["hf_dir"], "hf_dir")
+      try:
+        hf_dir = hf_cache.resolve(hf_dir) if hf_cache.is_name(hf_dir) else _resolve(base, hf_dir)
+      except (ValueError, OSError) as e:
+        raise ManifestError(f"{where}: hf_dir: {e}") from None
       m = {"gin": os.path.join(hf_dir, "config.json"), "vocabulary": {
           "type": "hf_tokenizer", "path": os.path.join(hf_dir, "tokenizer.json")}, **m,
            "checkpoint": hf_dir}

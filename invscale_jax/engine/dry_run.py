@@ -3,11 +3,11 @@
 For each planned run: complete, partial (n of m examples) or to do; the tokens left to
 compute (each prompt once and every class or completion, plus the tokens to generate for
 chain of thought); and a time estimate from the throughput this model reached on runs it
-completed in the same results directory (recorded in their COMPLETE markers). A run with nothing done whose
-model, task and variant were run before in the same results directory under another key
-is followed by the parts of run.json that differ (e.g. `max_length: 1024 there, 2048
-here`), so it is clear why the earlier run does not count. Reads task data and results;
-writes nothing and takes no lease.
+completed in the same results directory (recorded in their COMPLETE markers). A run with
+nothing done whose model, task and variant were run before in the same results directory
+under another key is followed by the parts of run.json that differ (e.g. `max_length:
+2048 there, 1024 here`), so it is clear why the earlier run does not count. Reads task
+data and results; writes nothing and takes no lease.
 """
 
 from __future__ import annotations
