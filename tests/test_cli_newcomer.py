@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -121,3 +122,34 @@ def test_tasks_show_prints_the_prompt_and_classes_seqio_builds(run_cli: RunCli,
   bad = run_cli("tasks", "show", "memo-trap.zero_shot", "--example", "99", "--data_dir",
                 small_data_dir)
   assert bad.code == 2 and "--example: memo-trap has examples 0 to 23, got 99" in bad.err
+
+
+def test_log_samples_keeps_the_prompt_text_beside_the_records(
+    run_cli: RunCli, tiny_family, small_data_dir, reference_results, tmp_path) -> None:
+  from conftest import find_run, read_results  # pylint: disable=g-import-not-at-top
+  from invscale_jax import results  # pylint: disable=g-import-not-at-top
+  from invscale_jax.data import datadir  # pylint: disable=g-import-not-at-top
+
+  out = shutil.copytree(reference_results, tmp_path / "results")
+  args = dict(zip(SCORE_ARGS[::2], SCORE_ARGS[1::2]))
+  shown = run_cli("score", "--family", tiny_family, "--data_dir", small_data_dir, "--out", out,
+                  "--model", "tiny-1", "--tasks", "memo-trap", "--variants", "zero_shot,1_shot",
+                  "--chunk_size", args["--chunk_size"], "--log_samples", "--quiet")
+  assert shown.code == 0, shown.err
+  assert "warning" not in shown.err  # the runs were complete, and still are
+  examples = datadir.load_task(small_data_dir, "memo-trap")
+  records = read_results(out)
+  for variant in ("zero_shot", "1_shot"):
+    run_dir = find_run(out, "tiny-1", "memo-trap", variant)
+    assert results.verify_complete(str(run_dir)) is None
+    lines = (run_dir / "samples" / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    samples = [json.loads(line) for line in lines]
+    scored = {k[3] for k in records if k[:3] == ("tiny-1", "memo-trap", variant)}
+    assert {s["example_id"] for s in samples} == scored and len(samples) == len(examples)
+    for s in samples:
+      e = examples[s["example_id"]]
+      assert (s["targets"], s["answer_index"]) == (list(e.classes), e.answer_index)
+      if variant == "zero_shot":
+        assert s["prompt"] == e.prompt
+      else:
+        assert s["prompt"].endswith("\n\n\n" + e.prompt) and s["n_demos_dropped"] == 0

@@ -108,6 +108,11 @@ def _score(args: argparse.Namespace) -> int:
   from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
   runner.score_family(family, models, tasks, variants, data_dir, out, options)
   if hosts.index() == 0:  # the one host that reads results
+    if args.log_samples:
+      from invscale_jax.engine import samples  # pylint: disable=g-import-not-at-top
+      runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)
+      written = samples.write(runs, options, data_dir, out)
+      print(f"prompts of {len(written)} runs in RESULTS/runs/<run_key>/{samples.PATH}")
     overview.show(out, quiet=args.quiet)
   return 0
 
@@ -154,6 +159,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--token_logprobs", action="store_true",
                  help="keep each target token's log-probability in the records (default: "
                       "off)")
+  p.add_argument("--log_samples", action="store_true",
+                 help="also keep the text of every example: its prompt as built "
+                      "(demonstrations included), classes or completion and answer, in "
+                      "RESULTS/runs/<run_key>/samples/prompts.jsonl, joined to the records "
+                      "by example_id; not part of the run key, so a re-run adds it to "
+                      "complete runs (default: off)")
   p.add_argument("--dry_run", action="store_true",
                  help="list each run as complete, partial or to do (and which option differs "
                       "from an earlier run of the same model, task and variant), with the "
