@@ -41,6 +41,23 @@ def test_every_score_flag_says_what_it_does_and_its_default() -> None:
     assert shown in text
 
 
+def test_every_flag_of_every_command_has_help_with_its_default() -> None:
+  def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]):
+    for action in parser._actions:
+      if isinstance(action, argparse._SubParsersAction):
+        for name, sub in action.choices.items():
+          yield from walk(sub, (*path, name))
+      elif action.dest not in ("help", "version"):
+        yield path, action
+
+  for path, action in walk(cli.build_parser(), ()):
+    if path[:1] == ("report",):  # its options are another part's (report/commands.py)
+      continue
+    assert action.help, (path, action.dest)
+    if action.default not in (None, False, []) and action.default != argparse.SUPPRESS:
+      assert "default" in action.help % vars(action), (path, action.dest, action.help)
+
+
 def test_shipped_families_by_name_and_names_from_directories(tmp_path, run_cli: RunCli) -> None:
   assert family_lib.load("pythia").name == "pythia"
   missing = run_cli("score", "--family", "pythia-nope", "--out", tmp_path / "r")

@@ -142,7 +142,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.set_defaults(func=_status)
 
   p = sub.add_parser("validate", help="check task files (jsonl or Round-1 csv)")
-  p.add_argument("files", nargs="+")
+  p.add_argument("files", nargs="+", metavar="FILE",
+                 help="task files, local or gs:// (.jsonl, or a Round-1 .csv)")
   p.add_argument("--strict", action="store_true", help="a file differing from its official sha256 is an error")
   p.set_defaults(func=_validate)
 
@@ -189,5 +190,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--data_dir", help=dir_help)
   p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
   p.add_argument("--max_length", type=int, default=2048,
-                 help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap)")
+                 help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap; "
+                      "default: %(default)s)")
   p.set_defaults(func=_tasks_lengths)

@@ -101,15 +101,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   fam = subparsers.add_parser("family", help="scaled families of models")
   sub = fam.add_subparsers(dest="family_command", required=True)
   p = sub.add_parser("init-tiny", help="create the embedded tiny family (T5X checkpoints + manifest)")
-  p.add_argument("--out", required=True)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True, metavar="DIR",
+                 help="directory to write the checkpoints and manifest.json into")
+  p.add_argument("--seed", type=int, default=0,
+                 help="seed of the random initialisation (default: %(default)s)")
   p.add_argument("--format", choices=("legacy", "orbax"), default="legacy",
                  help="checkpoint layout: T5X legacy (msgpack + zarr) or Orbax (T5X's default)")
   p.set_defaults(func=_init_tiny)
   p = sub.add_parser("show", help="models of manifests (paths or shipped family names; "
                                   "none: every shipped one) with parameters (counted when "
                                   "absent), tokens and compute")
-  p.add_argument("manifest", nargs="*")
+  p.add_argument("manifest", nargs="*", metavar="MANIFEST_OR_NAME",
+                 help="manifest paths or URLs, or shipped family names (default: every "
+                      "shipped family)")
   p.set_defaults(func=_show)
   p = sub.add_parser("from-t5x", help="a manifest of T5X models as they are: model dirs "
                                       "(config.gin + checkpoint_<step>/) or T5X gin files")
@@ -124,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "names): a .model file, a tokenizer.json or a JSON spec")
   p.add_argument("--train_tokens", help="training tokens D: one value, or one per model")
   p.add_argument("--train_flops", help="training FLOPs C: one value, or one per model")
-  p.add_argument("--family", default="t5x", help="family name")
+  p.add_argument("--family", default="t5x", help="family name (default: %(default)s)")
   p.set_defaults(func=_from_t5x)
   p = sub.add_parser("from-hf", help="a manifest scoring Hugging Face model directories "
                                      "directly (no conversion)")
