@@ -135,8 +135,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--model", metavar="NAME,..",
                  help="comma-separated model names (default: every model of the family)")
   p.add_argument("--tasks", metavar="TASK,..",
-                 help="comma-separated tasks, as `invscale tasks list` prints them (default: "
-                      "every task whose file is in the data dir)")
+                 help="comma-separated task names, e.g. memo-trap,neqa (default: every "
+                      "task whose file is in the data dir)")
   p.add_argument("--variants", metavar="VARIANT,..",
                  help="comma-separated prompt variants: zero_shot, <k>_shot (k >= 1), "
                       "cot_zero_shot, cot_1_shot (default: zero_shot)")
