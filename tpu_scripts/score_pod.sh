@@ -28,11 +28,12 @@
 # Network: the workers read and write gs:// through storage.googleapis.com (an external
 # IP, or Private Google Access); nothing else is fetched while scoring.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 USAGE="usage: score_pod.sh [--dry_run] [--detach] TPU_NAME ZONE -- INVSCALE_SCORE_ARGS...  (--help: what it does)"
 DRY_RUN= DETACH=
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) print_help "$0"; exit 0 ;;
     --dry_run|--dry-run) DRY_RUN=1; shift ;;
     --detach) DETACH=1; shift ;;
     -*) echo "score_pod.sh: unknown option $1; $USAGE" >&2; exit 2 ;;
@@ -60,12 +61,5 @@ tail -n +1 -f $LOG.log & TAIL=\$!; \
 while [ ! -f $LOG.exit ]; do sleep 2; done; sleep 1; kill \$TAIL 2>/dev/null; \
 exit \$(cat $LOG.exit)"
 fi
-COMMAND=(gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "$WORKER_SCRIPT")
-if [ -n "$DRY_RUN" ]; then
-  echo "dry run: would run on every worker of $TPU (run id $RUN_ID):"
-  printf '%q ' "${COMMAND[@]:0:9}"; echo "--command \"\$WORKER_SCRIPT\", with WORKER_SCRIPT:"
-  echo "$WORKER_SCRIPT"
-  exit 0
-fi
-echo "run id $RUN_ID: each worker logs to ~/invscale-jax/$LOG.log"
-"${COMMAND[@]}"
+[ -z "$DRY_RUN" ] && echo "run id $RUN_ID: each worker logs to ~/invscale-jax/$LOG.log"
+on_every_worker "$TPU" "$ZONE" "$WORKER_SCRIPT"

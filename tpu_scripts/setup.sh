@@ -30,11 +30,12 @@
 # INVSCALE_UV: the uv command run on the workers (default: `uv`, installed as above when
 # missing). The tests point it at a stand-in that installs nothing from the network.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 USAGE="usage: setup.sh [--dry_run] TPU_NAME ZONE REPOSITORY [REF]  (--help: what it does)"
 DRY_RUN=
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) print_help "$0"; exit 0 ;;
     --dry_run|--dry-run) DRY_RUN=1; shift ;;
     -*) echo "setup.sh: unknown option $1; $USAGE" >&2; exit 2 ;;
     *) break ;;
@@ -79,11 +80,4 @@ print(f"invscale-jax ready on worker {jax.process_index()} of {jax.process_count
       f"jax {jax.__version__}, {jax.local_device_count()} of {jax.device_count()} devices")'
 EOF
 )
-COMMAND=(gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "$WORKER_SCRIPT")
-if [ -n "$DRY_RUN" ]; then
-  echo "dry run: would run on every worker of $TPU:"
-  printf '%q ' "${COMMAND[@]:0:9}"; echo '--command "$WORKER_SCRIPT", with WORKER_SCRIPT:'
-  echo "$WORKER_SCRIPT"
-  exit 0
-fi
-"${COMMAND[@]}"
+on_every_worker "$TPU" "$ZONE" "$WORKER_SCRIPT"
