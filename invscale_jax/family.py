@@ -156,6 +156,8 @@ def load(path: os.PathLike | str) -> Family:
   except FileNotFoundError:
     bare_name = "/" not in path and not path.endswith(".json")
     hint = f" (nor a shipped family: {', '.join(p.stem for p in shipped())})" if bare_name else ""
+    if hf_cache.is_name(path):
+      hint = f"; a manifest for it: `invscale family from-hf {path} --out DIR/manifest.json`"
     raise ManifestError(f"{path}: manifest not found{hint}") from None
   except json.JSONDecodeError as e:
     raise ManifestError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None

@@ -51,6 +51,8 @@ def test_hf_names_resolve_in_the_local_cache(tmp_path, monkeypatch, text_example
   (entry,) = manifest["models"]
   assert (entry["name"], entry["hf_dir"]) == ("tiny-gpt2", "hf:acme/tiny-gpt2")
   (model,) = family_lib.load(out).models
+  direct = run_cli("score", "--family", "hf:acme/tiny-gpt2", "--out", tmp_path / "r")
+  assert direct.code == 2 and "`invscale family from-hf hf:acme/tiny-gpt2 --out " in direct.err
   assert (model.checkpoint, model.checkpoint_format) == (str(snapshot), "hf")
   # Absent models and revisions: one line saying so, and nothing fetched.
   absent = run_cli("family", "from-hf", "hf:acme/tiny-llama", "--out", tmp_path / "x.json")
