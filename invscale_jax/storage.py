@@ -115,23 +115,30 @@ def kvstore_spec(path: str | os.PathLike) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _store(root_spec: tuple[tuple[str, str], ...]) -> ts.KvStore:
-  store = ts.KvStore.open(dict(root_spec), context=CONTEXT).result()
-  if dict(root_spec)["driver"] == "gcs":
-    _first_request_quietly(store)
-  return store
+  spec = dict(root_spec)
+  if spec["driver"] == "gcs":
+    _quiet_credentials_log(spec)
+  return ts.KvStore.open(spec, context=CONTEXT).result()
 
 
-def _first_request_quietly(store: ts.KvStore) -> None:
-  """tensorstore's credential provider logs which credentials it uses ("google_auth_provider
-  .cc] Using ...") straight to descriptor 2 on the process's first GCS request; a first
-  request of each bucket (a read of a key that need not exist; any error is left to the
-  real requests) is made here with descriptor 2 captured, unless the user asked for
-  `--verbose`."""
-  if not console.is_quiet():
+_credentials_probed = False
+
+
+def _quiet_credentials_log(spec: dict) -> None:
+  """tensorstore's credential provider, made once per process on its first GCS request,
+  logs which credentials it uses ("google_auth_provider.cc] Using ...") straight to
+  descriptor 2. Unless the user asked for `--verbose`, that first request is made here,
+  once, with descriptor 2 captured: a read of a key that need not exist, tried once (its
+  errors are left to the real requests, which retry)."""
+  global _credentials_probed
+  if _credentials_probed or not console.is_quiet():
     return
+  _credentials_probed = True
+  probe = ts.KvStore.open(spec, context=ts.Context({"gcs_request_retries": {
+      "max_retries": 0}})).result()
   with console.captured_stderr():
     try:
-      store.read(".invscale-credentials-probe").result()
+      probe.read(".invscale-credentials-probe").result()
     except ValueError:
       pass
 
