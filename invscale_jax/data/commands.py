@@ -156,7 +156,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                  help="seconds allowed for each file in all (default: %(default)g)")
   p.set_defaults(func=_download)
 
-  tasks = subparsers.add_parser("tasks", help="registered SeqIO tasks")
+  tasks = subparsers.add_parser("tasks", help="the prize tasks: registered SeqIO names, one "
+                                             "example as built, feature lengths")
   sub = tasks.add_subparsers(dest="tasks_command", required=True)
   p = sub.add_parser("list", help="one registered task name per line")
   p.add_argument("--variants", help="also register these variants (e.g. 10_shot)")
