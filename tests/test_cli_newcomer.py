@@ -136,6 +136,10 @@ def test_tasks_show_prints_the_prompt_and_classes_seqio_builds(run_cli: RunCli,
   for i in mine:
     mark = "*" if rows["class_index"][i] == answer else " "
     assert f"{mark} {rows['class_index'][i]}: {rows['targets'][i]!r}" in classes
+  long = run_cli("tasks", "show", "hindsight-neglect.zero_shot", "--data_dir", small_data_dir,
+                 "--max_length", "256")
+  assert " tokens over the budget of 253 (max_length - BOS - longest target): the prompt's " \
+      "start is cut when scored" in long.out
   bad = run_cli("tasks", "show", "memo-trap.zero_shot", "--example", "99", "--data_dir",
                 small_data_dir)
   assert bad.code == 2 and "--example: memo-trap has examples 0 to 23, got 99" in bad.err

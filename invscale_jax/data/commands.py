@@ -115,10 +115,17 @@ def _tasks_show(args: argparse.Namespace) -> int:
   fitted = variants_lib.build_prompt(examples, query, variant, args.seed,
                                      args.max_length or None, count, reserve)
   print(f"{spec.name}.{variant.name} example {query.example_id} of {len(examples)} "
-        f"({'demonstrations: %d kept, %d dropped; ' % (fitted.n_demos, fitted.n_dropped)}"
-        f"prompt: {count(fitted.text)} tokens of {args.vocabulary or 'bytes'})")
+        f"(demonstrations: {fitted.n_demos} kept, {fitted.n_dropped} dropped; prompt: "
+        f"{count(fitted.text)} tokens of {args.vocabulary or 'bytes'})")
   print("--- prompt ---")
   print(fitted.text)
+  if args.max_length:
+    longest = max(count(t) for t in (query.classes or (query.completion,)))
+    budget = args.max_length - 1 - longest - reserve
+    if count(fitted.text) > budget:
+      print(f"--- {count(fitted.text) - budget} tokens over the budget of {budget} (max_length "
+            f"- BOS - longest target{' - generation' if reserve else ''}): the prompt's "
+            f"start is cut when scored (a record's n_truncated) ---")
   if query.classes:
     print(f"--- classes (* the answer, index {query.answer_index}) ---")
     for i, c in enumerate(query.classes):
