@@ -12,9 +12,8 @@ import dataclasses
 import gin
 
 from invscale_jax import family as family_lib
-from invscale_jax import catalog, overview, storage
+from invscale_jax import overview, storage
 from invscale_jax.data import datadir
-from invscale_jax.data import variants as variants_lib
 from invscale_jax.engine import hosts
 from invscale_jax.engine import plan as plan_lib
 
@@ -82,7 +81,8 @@ def _checked_data_dir(flag: str | None) -> str:
 
 
 def _score(args: argparse.Namespace) -> int:
-  # Every check of names, options and paths comes before TensorFlow, SeqIO or JAX load.
+  # Options, family, model names and the data dir are checked before TensorFlow, SeqIO or
+  # JAX load (task and variant names: by `plan`, before any of them too).
   parse_gin(args.gin_file, args.gin_bindings)
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
@@ -96,10 +96,6 @@ def _score(args: argparse.Namespace) -> int:
                             f"point --data_dir at the release")
   variants = _split(args.variants) or ["zero_shot"]
   out = storage.absolute(args.out)
-  for name in tasks:
-    catalog.get(name)
-  for name in variants:
-    variants_lib.parse(name)
   hosts.initialize()
   if args.dry_run:
     from invscale_jax.engine import dry_run  # pylint: disable=g-import-not-at-top
