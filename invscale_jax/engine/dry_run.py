@@ -16,7 +16,7 @@ import dataclasses
 import json
 from typing import Any, Iterator, Sequence
 
-from invscale_jax import results, storage
+from invscale_jax import results
 from invscale_jax import vocab as vocab_lib
 from invscale_jax.engine import plan as plan_lib
 
@@ -90,7 +90,7 @@ def _earlier_runs(out: str) -> dict[tuple[str, str, str], list[tuple[str, dict[s
     model = info.get("model")
     name = model.get("name") if isinstance(model, dict) else model
     found.setdefault((str(name), str(info.get("task")), str(info.get("variant"))), []).append(
-        (str(info.get("run_key", storage.basename(directory))), info))
+        (str(info.get("run_key")), info))
   return found
 
 
