@@ -186,4 +186,3 @@ def test_score_pod_scores_from_and_into_a_bucket(installed: dict[str, str], fami
   assert results.LEASE not in storage.children(run_dir)
   expected = select(read_results(reference_results), ("tiny-1",), ("memo-trap",), ("zero_shot",))
   assert_same_records(without_run_keys(bucket_results(out)), without_run_keys(expected), 1e-5)
-
