@@ -5,6 +5,7 @@ run does not count."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ from conftest import REPO, SCORE_ARGS, RunCli
 from invscale_jax import catalog, cli
 from invscale_jax import family as family_lib
 from invscale_jax.data import variants
+from invscale_jax.engine import plan
 
 HEAVY = ("tensorflow", "seqio", "jax", "flax", "torch", "transformers")
 
@@ -27,14 +29,17 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 
 
 def test_every_score_flag_says_what_it_does_and_its_default() -> None:
+  # The flags of ScoringOptions fields (some are set by the command or by gin alone).
+  option_flags = {f"--{f.name}" for f in dataclasses.fields(plan.ScoringOptions)}
   for command in ("score", "generate"):
     text = _subparser(command).format_help()
     assert "override ScoringOptions" not in text
-    for action in _subparser(command)._actions:
-      if action.dest in ("help", "family", "out"):
-        continue
-      assert action.help and len(action.help) > 30, action.dest
-      assert "default" in action.help, (action.dest, action.help)
+    flags = {s: a for a in _subparser(command)._actions for s in a.option_strings}
+    assert len(option_flags & flags.keys()) >= 13
+    for flag in (option_flags & flags.keys()) | {"--model", "--tasks", "--variants",
+                                                 "--data_dir", "--gin_file", "--log_samples",
+                                                 "--dry_run", "--quiet"}:
+      assert len(flags[flag].help) > 30 and "default" in flags[flag].help, flag
   text = " ".join(_subparser("score").format_help().split())
   for shown in ("{separate,joint}", "{float32,bfloat16}", "{auto,on,off}", "(default: 2048)",
                 "(default: model)", "pythia"):
