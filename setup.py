@@ -31,8 +31,10 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "gcp-storage-emulator"],
-        "hf": ["torch", "transformers", "safetensors"],
+        # The tests compare against transformers (tests/hf_tiny.py); the demo needs none of it.
+        "test": ["pytest", "pytest-timeout", "gcp-storage-emulator", "torch", "transformers",
+                 "safetensors"],
+        "hf": ["torch", "transformers", "safetensors"],  # converters (invscale convert hf-*)
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "bench": ["lm-eval[hf]==0.4.13"],  # benchmarks/vs_lm_eval.py
     },

@@ -21,6 +21,7 @@ from invscale_jax import console
 _STAGES = (
     "invscale_jax.data.commands",  # invscale data ..., invscale tasks ...
     "invscale_jax.models.commands",  # invscale family ..., invscale convert ...
+    "invscale_jax.transfer",  # invscale storage cp
     "invscale_jax.engine.commands",  # invscale score, invscale generate
     "invscale_jax.report.commands",  # invscale report
 )

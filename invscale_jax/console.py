@@ -88,9 +88,14 @@ class _QuietFinder(importlib.abc.MetaPathFinder):
     return spec
 
 
+def is_quiet() -> bool:
+  """Whether `quiet` silenced library noise in this process."""
+  return any(isinstance(f, _QuietFinder) for f in sys.meta_path)
+
+
 def quiet(verbose: bool = False) -> None:
   """Silences library start-up noise for the rest of the process (unless `verbose`)."""
-  if verbose or any(isinstance(f, _QuietFinder) for f in sys.meta_path):
+  if verbose or is_quiet():
     return
   for name, value in _ENV_DEFAULTS.items():
     os.environ.setdefault(name, value)

@@ -29,8 +29,10 @@ T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin fil
 `architecture` and `vocabulary` then default to what the T5X gin file says.
 
 Hugging Face models are scored in place too: `"hf_dir": DIR` (config.json, safetensors or
-pytorch_model.bin weights, tokenizer) stands for `checkpoint`; its weights are mapped to
-the network's parameters when it is loaded, with no copy on disk (convert/hf_dir.py).
+pytorch_model.bin weights, tokenizer) stands for `checkpoint` (DIR may be
+`hf:ORG/NAME[@REVISION]`, a model in the local Hugging Face cache: `hf_cache`); its
+weights are mapped to the network's parameters when it is loaded, with no copy on disk
+(convert/hf_dir.py).
 `gin` then defaults to DIR's config.json (the config is derived from it) and
 `vocabulary` to DIR's tokenizer.json; `invscale family from-hf` writes such entries.
 """
@@ -44,7 +46,7 @@ import os
 import pathlib
 from typing import Any, Callable
 
-from invscale_jax import storage
+from invscale_jax import hf_cache, storage
 
 ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox", "opt", "llama", "gpt2")
 # What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
@@ -160,12 +162,17 @@ def _trained(where: str, value: Any) -> bool | None:
 
 
 def load(path: os.PathLike | str) -> Family:
-  """Reads and validates a manifest; every problem raises ManifestError naming the field."""
-  path = os.fspath(path)
+  """Reads and validates a manifest (a path, a URL or a shipped family's name, see `find`);
+  every problem raises ManifestError naming the field."""
+  path = find(path)
   try:
     data = json.loads(storage.read_text(path))
   except FileNotFoundError:
-    raise ManifestError(f"{path}: manifest not found") from None
+    bare_name = "/" not in path and not path.endswith(".json")
+    hint = f" (nor a shipped family: {', '.join(p.stem for p in shipped())})" if bare_name else ""
+    if hf_cache.is_name(path):
+      hint = f"; a manifest for it: `invscale family from-hf {path} --out DIR/manifest.json`"
+    raise ManifestError(f"{path}: manifest not found{hint}") from None
   except json.JSONDecodeError as e:
     raise ManifestError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
   except storage.StorageError as e:  # not UTF-8 text, or not readable (e.g. permission)
@@ -185,7 +192,11 @@ def load(path: os.PathLike | str) -> Family:
       if "checkpoint" in m or "t5x_model_dir" in m:
         raise ManifestError(f"{where}: hf_dir: names the weights itself; drop checkpoint "
                             f"and t5x_model_dir")
-      hf_dir = _resolve(base, _string(where, m["hf_dir"], "hf_dir"))
+      hf_dir = _string(where, m["hf_dir"], "hf_dir")
+      try:
+        hf_dir = hf_cache.resolve(hf_dir) if hf_cache.is_name(hf_dir) else _resolve(base, hf_dir)
+      except (ValueError, OSError) as e:
+        raise ManifestError(f"{where}: hf_dir: {e}") from None
       m = {"gin": os.path.join(hf_dir, "config.json"), "vocabulary": {
           "type": "hf_tokenizer", "path": os.path.join(hf_dir, "tokenizer.json")}, **m,
            "checkpoint": hf_dir}
@@ -223,11 +234,10 @@ def load(path: os.PathLike | str) -> Family:
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
         bos_id=_bos_id(where, m), trained=_trained(where, m.get("trained"))))
-  stem = os.path.splitext(storage.basename(path))[0]
   task_dirs = data.get("task_dirs", [])
   if not isinstance(task_dirs, list):
     raise ManifestError(f"{path}: task_dirs: must be a list of directories, got {task_dirs!r}")
-  return Family(name=_string(path, data.get("family", stem), "family"),
+  return Family(name=_string(path, data.get("family", default_name(path)), "family"),
                 models=tuple(models), path=str(path),
                 description=str(data.get("description", "")),
                 task_dirs=tuple(_resolve(base, _string(path, d, "task_dirs")) for d in task_dirs))
@@ -238,11 +248,23 @@ def shipped() -> list[pathlib.Path]:
   return sorted(FAMILIES_DIR.glob("*.json"))
 
 
-def find(name_or_path: str) -> pathlib.Path:
-  """A manifest path, or the shipped manifest of that family name (e.g. "opt")."""
-  path = pathlib.Path(name_or_path)
-  shipped_path = FAMILIES_DIR / f"{name_or_path}.json"
-  return shipped_path if not path.exists() and shipped_path.is_file() else path
+def find(name_or_path: os.PathLike | str) -> str:
+  """A manifest path or URL, or the shipped manifest of that family name (e.g. "opt"): a
+  name is a shipped family when no file of that name exists."""
+  path = os.fspath(name_or_path)
+  shipped_path = FAMILIES_DIR / f"{path}.json"
+  if not storage.is_url(path) and not os.path.exists(path) and shipped_path.is_file():
+    return str(shipped_path)
+  return path
+
+
+def default_name(manifest: os.PathLike | str) -> str:
+  """A family's name when its manifest gives none: the file's stem, or its directory's
+  name for a file called manifest.json (DIR/manifest.json is family DIR)."""
+  stem = os.path.splitext(storage.basename(manifest))[0]
+  if stem != "manifest":
+    return stem
+  return storage.basename(storage.parent(storage.absolute(manifest))) or stem
 
 
 def resolve_n_params(family: Family, count: Callable[[ModelEntry], int]) -> Family:

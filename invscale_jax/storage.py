@@ -37,6 +37,8 @@ from typing import Iterator
 
 import tensorstore as ts
 
+from invscale_jax import console
+
 GCS_PREFIX = "gs://"
 _GCS_URL = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(.*))?")
 # Retries of GCS requests: transient errors are retried 6 times with backoff (measured:
@@ -113,7 +115,32 @@ def kvstore_spec(path: str | os.PathLike) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _store(root_spec: tuple[tuple[str, str], ...]) -> ts.KvStore:
-  return ts.KvStore.open(dict(root_spec), context=CONTEXT).result()
+  spec = dict(root_spec)
+  if spec["driver"] == "gcs":
+    _quiet_credentials_log(spec)
+  return ts.KvStore.open(spec, context=CONTEXT).result()
+
+
+_credentials_probed = False
+
+
+def _quiet_credentials_log(spec: dict) -> None:
+  """tensorstore's credential provider, made once per process on its first GCS request,
+  logs which credentials it uses ("google_auth_provider.cc] Using ...") straight to
+  descriptor 2. Unless the user asked for `--verbose`, that first request is made here,
+  once, with descriptor 2 captured: a read of a key that need not exist, tried once (its
+  errors are left to the real requests, which retry)."""
+  global _credentials_probed
+  if _credentials_probed or not console.is_quiet():
+    return
+  _credentials_probed = True
+  probe = ts.KvStore.open(spec, context=ts.Context({"gcs_request_retries": {
+      "max_retries": 0}})).result()
+  with console.captured_stderr():
+    try:
+      probe.read(".invscale-credentials-probe").result()
+    except ValueError:
+      pass
 
 
 def _locate(path: str) -> tuple[ts.KvStore, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -168,12 +169,17 @@ def test_score_pod_scores_from_and_into_a_bucket(installed: dict[str, str], fami
   argv = ("--family", family_in_bucket.manifest, "--model", "tiny-1", "--tasks", "memo-trap",
           "--variants", "zero_shot", "--data_dir", family_in_bucket.data, "--out", out,
           "--chunk_size", "8", "--tokens_per_batch", "1024")
-  result = run(installed, str(REPO / "tpu_scripts" / "score_pod.sh"), TPU, ZONE, "--", *argv)
+  env = dict(installed, INVSCALE_RUN_ID="pod-test")
+  result = run(env, str(REPO / "tpu_scripts" / "score_pod.sh"), TPU, ZONE, "--", *argv)
   assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
   calls = pathlib.Path(installed["FAKE_GCLOUD_LOG"]).read_text().splitlines()
   command = ast.literal_eval(calls[-1])[-1]
-  assert command.split() == ["cd", "invscale-jax", "&&", "INVSCALE_TPU_POD=1",
-                             ".venv/bin/invscale", "score", *argv]  # gs:// URLs unchanged
+  assert shlex.join(("score", *argv)) in command.replace("\\", "")  # gs:// URLs unchanged
+  for i in range(WORKERS):  # each worker ran it detached from the session, with a log
+    logs = pathlib.Path(installed["FAKE_TPU_ROOT"], f"worker-{i}", "invscale-jax", "logs")
+    assert (logs / "score-pod-test.exit").read_text() == "0\n"
+    assert (logs / "score-pod-test.log").is_file()
+    assert f"worker-{i}: started invscale score on " in result.stdout
   (run_dir,) = results.run_dirs(out)
   assert results.is_complete(run_dir)
   assert len(results.chunk_names(run_dir)) == 3  # 24 examples by 8, written once, by host 0

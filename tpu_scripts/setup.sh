@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install invscale-jax on every worker of a Cloud TPU VM (run from your workstation).
-#   tpu_scripts/setup.sh TPU_NAME ZONE REPOSITORY [REF]
+#   tpu_scripts/setup.sh [--dry_run] TPU_NAME ZONE REPOSITORY [REF]
+#   tpu_scripts/setup.sh --help
+# --dry_run prints the gcloud command (and the script each worker would run) and runs
+# nothing.
 # REPOSITORY: what `git clone` takes (https://..., git@..., or a path on the workers);
 # REF: a commit, tag or origin/BRANCH to check out (default: the default branch).
 # Each worker gets ~/invscale-jax (the checkout) and ~/invscale-jax/.venv; a re-run
@@ -19,13 +22,30 @@
 # From a checkout, not a wheel: the gin configs (gin/) live beside the package, which is
 # installed in editable mode as `make setup` does.
 #
+# Network: every worker needs outbound access to the git REPOSITORY's host, to PyPI (uv,
+# the packages, libtpu) and to storage.googleapis.com (Google's libtpu index; and, for
+# scoring, the buckets): an external IP, or Cloud NAT / Private Google Access for a
+# worker without one.
+#
 # INVSCALE_UV: the uv command run on the workers (default: `uv`, installed as above when
 # missing). The tests point it at a stand-in that installs nothing from the network.
 set -euo pipefail
-TPU=${1:?usage: setup.sh TPU_NAME ZONE REPOSITORY [REF]}
-ZONE=${2:?usage: setup.sh TPU_NAME ZONE REPOSITORY [REF]}
-REPOSITORY=${3:?usage: setup.sh TPU_NAME ZONE REPOSITORY [REF] (the git URL to install from)}
-REF=${4:-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+USAGE="usage: setup.sh [--dry_run] TPU_NAME ZONE REPOSITORY [REF]  (--help: what it does)"
+DRY_RUN=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) print_help "$0"; exit 0 ;;
+    --dry_run|--dry-run) DRY_RUN=1; shift ;;
+    -*) echo "setup.sh: unknown option $1; $USAGE" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+if [ $# -lt 3 ] || [ $# -gt 4 ]; then
+  echo "setup.sh: need TPU_NAME, ZONE and REPOSITORY (the git URL to install from); $USAGE" >&2
+  exit 2
+fi
+TPU=$1 ZONE=$2 REPOSITORY=$3 REF=${4:-}
 LIBTPU_INDEX=https://storage.googleapis.com/jax-releases/libtpu_releases.html
 WORKER_SCRIPT=$(cat <<EOF
 set -euo pipefail
@@ -60,4 +80,4 @@ print(f"invscale-jax ready on worker {jax.process_index()} of {jax.process_count
       f"jax {jax.__version__}, {jax.local_device_count()} of {jax.device_count()} devices")'
 EOF
 )
-gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "$WORKER_SCRIPT"
+on_every_worker "$TPU" "$ZONE" "$WORKER_SCRIPT"

@@ -136,6 +136,51 @@ def _tasks_lengths(args: argparse.Namespace) -> int:
   return 0
 
 
+def _tasks_show(args: argparse.Namespace) -> int:
+  """Prints one example as the model sees it: the built prompt (demonstrations included),
+  then its classes (the answer marked) or its completion."""
+  use_task_dirs(args.task_dirs)
+  spec, variant_name = task_registry.parse(args.task)
+  variant = variants.parse(variant_name or "zero_shot")
+  examples = datadir.load_task(datadir.resolve(args.data_dir), spec.name)
+  if not 0 <= args.example < len(examples):
+    raise ValueError(f"--example: {spec.name} has examples 0 to {len(examples) - 1}, "
+                     f"got {args.example}")
+  if args.vocabulary:
+    from invscale_jax import vocab, vocab_spec  # pylint: disable=g-import-not-at-top  (SeqIO)
+    vocabulary = vocab.from_spec(vocab_spec.spec_of(args.vocabulary))
+    count = lambda text: len(vocabulary.encode(text))
+  else:
+    count = lambda text: len(text.encode("utf-8"))  # seqio.ByteVocabulary's tokens
+  query = examples[args.example]
+  reserve = args.generation_length if variant.chain_of_thought else 0
+  fitted = variants.build_prompt(examples, query, variant, args.seed,
+                                     args.max_length or None, count, reserve)
+  print(f"{spec.name}.{variant.name} example {query.example_id} of {len(examples)} "
+        f"(demonstrations: {fitted.n_demos} kept, {fitted.n_dropped} dropped; prompt: "
+        f"{count(fitted.text)} tokens of {args.vocabulary or 'bytes'})")
+  print("--- prompt ---")
+  print(fitted.text)
+  if args.max_length:
+    longest = max(count(t) for t in (query.classes or (query.completion,)))
+    budget = args.max_length - 1 - longest - reserve
+    if count(fitted.text) > budget:
+      print(f"--- {count(fitted.text) - budget} tokens over the budget of {budget} (max_length "
+            f"- BOS - longest target{' - generation' if reserve else ''}): the prompt's "
+            f"start is cut when scored (a record's n_truncated) ---")
+  if query.classes:
+    print(f"--- classes (* the answer, index {query.answer_index}) ---")
+    for i, c in enumerate(query.classes):
+      print(f"{'*' if i == query.answer_index else ' '} {i}: {c!r}")
+  else:
+    print("--- completion (scored: its summed log-probability) ---")
+    print(repr(query.completion))
+  if variant.chain_of_thought:
+    print(f"(the model then generates up to {args.generation_length} tokens; the answer is "
+          f"read after the last \"So the answer is\")")
+  return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
   data = subparsers.add_parser("data", help="task data: status, validation, download")
   sub = data.add_subparsers(dest="data_command", required=True)
@@ -147,7 +192,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
   p = sub.add_parser("validate", help="check task files (jsonl or Round-1 csv), or your own "
                                       "task directories / <name>.task.json declarations")
-  p.add_argument("files", nargs="+")
+  p.add_argument("files", nargs="+", metavar="FILE",
+                 help="task files, local or gs:// (.jsonl, or a Round-1 .csv), or task "
+                      "directories / <name>.task.json declarations")
   p.add_argument("--strict", action="store_true", help="a file differing from its official sha256 is an error")
   p.set_defaults(func=_validate)
 
@@ -160,12 +207,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                  help="seconds allowed for each file in all (default: %(default)g)")
   p.set_defaults(func=_download)
 
-  tasks = subparsers.add_parser("tasks", help="registered SeqIO tasks")
+  tasks = subparsers.add_parser("tasks", help="the prize tasks: registered SeqIO names, one "
+                                             "example as built, feature lengths")
   sub = tasks.add_subparsers(dest="tasks_command", required=True)
   p = sub.add_parser("list", help="one registered task name per line")
   p.add_argument("--variants", help="also register these variants (e.g. 10_shot)")
   add_task_dirs_flag(p)
   p.set_defaults(func=_tasks_list)
+
+  p = sub.add_parser("show", help="one example as the model sees it: the built prompt "
+                                  "(demonstrations included) and its classes")
+  p.add_argument("task", metavar="TASK.VARIANT",
+                 help="a task and prompt variant, e.g. memo-trap.1_shot or "
+                      "invscale:memo_trap.zero_shot")
+  add_task_dirs_flag(p)
+  p.add_argument("--example", type=int, default=0,
+                 help="the example's 0-based row in the task file (default: %(default)s)")
+  p.add_argument("--vocabulary", help="count tokens with the model's vocabulary: a "
+                                      "SentencePiece .model file, a tokenizer.json, or a JSON "
+                                      "spec (default: bytes)")
+  p.add_argument("--data_dir", help=dir_help)
+  p.add_argument("--seed", type=int, default=0,
+                 help="few-shot sampling seed, as `score --seed` (default: %(default)s)")
+  p.add_argument("--max_length", type=int, default=2048,
+                 help="token budget, as `score --max_length`: demonstrations that do not fit "
+                      "are dropped (0: no cap; default: %(default)s)")
+  p.add_argument("--generation_length", type=int, default=128,
+                 help="CoT: tokens kept free for the generation (default: %(default)s)")
+  p.set_defaults(func=_tasks_show)
 
   p = sub.add_parser("lengths", help="the TASK_FEATURE_LENGTHS a T5X run needs so that SeqIO "
                                      "cuts no row of a task")
@@ -177,5 +246,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--data_dir", help=dir_help)
   p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
   p.add_argument("--max_length", type=int, default=2048,
-                 help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap)")
+                 help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap; "
+                      "default: %(default)s)")
   p.set_defaults(func=_tasks_lengths)

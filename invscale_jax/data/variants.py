@@ -112,15 +112,22 @@ def prompt_parts(examples: Sequence[Example], query: Example, variant: Variant,
   return [d.prompt + d.answer for d in demos], query.prompt
 
 
+def build_prompt(examples: Sequence[Example], query: Example, variant: Variant, seed: int,
+                 max_length: int | None, count_tokens: Callable[[str], int],
+                 reserve: int = 0) -> Fitted:
+  """The prompt of `query` (one of `examples`) under `variant`, leaving room within
+  `max_length` tokens for a BOS token, its longest target and `reserve` more (e.g.
+  generated tokens)."""
+  budget = None
+  if max_length is not None:
+    longest = max(count_tokens(t) for t in (query.classes or (query.completion,)))
+    budget = max_length - 1 - longest - reserve
+  return fit(*prompt_parts(examples, query, variant, seed), budget, count_tokens)
+
+
 def build_prompts(examples: Sequence[Example], variant: Variant, seed: int,
                   max_length: int | None, count_tokens: Callable[[str], int],
                   reserve: int = 0) -> list[Fitted]:
-  """The prompt of every example under `variant`, leaving room within `max_length` tokens
-  for a BOS token, its longest target and `reserve` more (e.g. generated tokens)."""
-  def budget(e: Example) -> int | None:
-    if max_length is None:
-      return None
-    longest = max(count_tokens(t) for t in (e.classes or (e.completion,)))
-    return max_length - 1 - longest - reserve
-  return [fit(*prompt_parts(examples, e, variant, seed), budget(e), count_tokens)
+  """The prompt of every example under `variant` (see `build_prompt`)."""
+  return [build_prompt(examples, e, variant, seed, max_length, count_tokens, reserve)
           for e in examples]

@@ -16,12 +16,37 @@ from invscale_jax import overview, storage, task_registry
 from invscale_jax.data import commands as data_commands
 from invscale_jax.data import datadir
 from invscale_jax.engine import hosts
+from invscale_jax.engine import plan as plan_lib
 
 DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
-# Flags that override fields of ScoringOptions when given.
-_OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": int, "seed": int, "dtype": str,
-                 "generation_length": int, "temperature": float, "limit": int, "chunk_size": int,
-                 "tokens_per_batch": int, "model_parallel": int, "prefetch": str}
+# Flags that override fields of ScoringOptions when given: (type, choices, what it does).
+# Their help adds the default (the ScoringOptions field's, unless a gin file binds another).
+_OPTION_FLAGS = {
+    "tokenization": (str, plan_lib.TOKENIZATIONS,
+                     "how prompt and class are tokenized: separate (SeqIO's convention) or "
+                     "joint (the prize pipeline's: prompt + class together, the last k "
+                     "tokens scored)"),
+    "bos": (str, None, "token put before each prompt: model (the manifest's bos_id, the "
+                       "model's own convention), none, or a token id"),
+    "max_length": (int, None, "tokens a row may hold (BOS + prompt + class, + generation for "
+                              "CoT), capped at a model's position table; longer prompts "
+                              "lose demonstrations, then their start, and are counted"),
+    "seed": (int, None, "seed of few-shot demonstration sampling and of CoT sampling"),
+    "dtype": (str, plan_lib.DTYPES, "activation dtype (weights are read as stored)"),
+    "generation_length": (int, None, "CoT and generate: tokens generated per example"),
+    "temperature": (float, None, "CoT and generate: sampling temperature, 0 = greedy"),
+    "limit": (int, None, "score only the first N examples of each task, as a run of its "
+                         "own (0: all)"),
+    "chunk_size": (int, None, "examples per results chunk file (speed and resume "
+                              "granularity only)"),
+    "tokens_per_batch": (int, None, "tokens per device batch (speed only); 0: as many as "
+                                    "fit in device memory"),
+    "model_parallel": (int, None, "devices each model is sharded over; the rest split the "
+                                  "batch (speed only)"),
+    "prefetch": (str, plan_lib.PREFETCH, "load the next model while one scores: auto (on "
+                                         "accelerators, when it fits), on or off (speed "
+                                         "only)"),
+}
 
 
 def _split(value: str | None) -> list[str]:
@@ -37,31 +62,49 @@ def parse_gin(files: list[str] | None, bindings: list[str] | None) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-  from invscale_jax.engine.plan import ScoringOptions  # pylint: disable=g-import-not-at-top
   given = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
   if args.token_logprobs:
     given["token_logprobs"] = True
   if args.command == "generate":
     given["generate"] = True
-  return dataclasses.replace(ScoringOptions(), **given)
+  return dataclasses.replace(plan_lib.ScoringOptions(), **given)
+
+
+def _checked_data_dir(flag: str | None) -> str:
+  """The data directory, which must exist (checked before anything heavy is imported)."""
+  data_dir = datadir.resolve(flag)
+  if not storage.is_dir(data_dir):
+    what = "is not a directory" if storage.is_file(data_dir) else "directory does not exist"
+    raise FileNotFoundError(f"{data_dir}: data {what}; run `invscale data download "
+                            f"--data_dir {data_dir}` or point --data_dir / {datadir.ENV_VAR} "
+                            f"at the release")
+  return data_dir
 
 
 def _score(args: argparse.Namespace) -> int:
-  hosts.initialize()
+  # Options, family, model names and the data dir are checked before TensorFlow, SeqIO or
+  # JAX load (task and variant names: by `plan`, before any of them too).
   parse_gin(args.gin_file, args.gin_bindings)
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
   data_commands.use_task_dirs(args.task_dirs, family.task_dirs)
-  data_dir = datadir.resolve(args.data_dir)
-  tasks = _split(args.tasks) or [s.name for s in (*datadir.present_tasks(data_dir),
+  models = _split(args.model) or None
+  for name in models or ():
+    family.get(name)
+  tasks = _split(args.tasks)
+  named = [task_registry.parse(t)[0] for t in tasks]  # unknown task names fail first
+  # Your own tasks read their files from their task directories, not the data dir.
+  data_dir = (_checked_data_dir(args.data_dir) if not tasks or any(s.prize for s in named)
+              else datadir.resolve(args.data_dir))
+  tasks = tasks or [s.name for s in (*datadir.present_tasks(data_dir),
                                                    *task_registry.declared())]
   if not tasks:
     raise FileNotFoundError(f"{data_dir}: no task files; run `invscale data download` or "
                             f"point --data_dir at the release")
   variants = _split(args.variants) or ["zero_shot"]
-  from invscale_jax.engine import plan  # pylint: disable=g-import-not-at-top
-  plan.task_variants(tasks, variants)  # unknown names fail now, before anything heavy
-  models, out = _split(args.model) or None, storage.absolute(args.out)
+  plan_lib.task_variants(tasks, variants)  # unknown names fail now, before anything heavy
+  out = storage.absolute(args.out)
+  hosts.initialize()
   if args.dry_run:
     from invscale_jax.engine import dry_run  # pylint: disable=g-import-not-at-top
     print(dry_run.describe(family, models, tasks, variants, data_dir, out, options), end="")
@@ -69,6 +112,11 @@ def _score(args: argparse.Namespace) -> int:
   from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
   runner.score_family(family, models, tasks, variants, data_dir, out, options)
   if hosts.index() == 0:  # the one host that reads results
+    if args.log_samples:
+      from invscale_jax.engine import samples  # pylint: disable=g-import-not-at-top
+      runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)
+      written = samples.write(runs, options, data_dir, out)
+      print(f"prompts of {len(written)} runs in RESULTS/runs/<run_key>/{samples.PATH}")
     overview.show(out, quiet=args.quiet)
   return 0
 
@@ -79,27 +127,57 @@ def _results(args: argparse.Namespace) -> int:
   return 0
 
 
+def _metavar(kind: type, choices: tuple[str, ...] | None) -> str:
+  return "{" + ",".join(choices) + "}" if choices else kind.__name__.upper()
+
+
 def add_run_flags(p: argparse.ArgumentParser) -> None:
   """Flags shared by `score` and `generate`."""
-  p.add_argument("--family", required=True, help="family manifest (JSON)")
-  p.add_argument("--model", help="comma-separated model names (default: all in the family)")
-  p.add_argument("--tasks", help="comma-separated tasks, each spelt memo-trap, memo_trap or "
-                                 "invscale:memo_trap.zero_shot (the last also fixes the "
-                                 "variant) (default: all present in the data dir, and your "
-                                 "own declared tasks)")
+  p.add_argument("--family", required=True, metavar="MANIFEST_OR_NAME",
+                 help="family manifest (a JSON path or gs:// URL) or a shipped family's name "
+                      f"({', '.join(f.stem for f in family_lib.shipped())})")
+  p.add_argument("--model", metavar="NAME,..",
+                 help="comma-separated model names (default: every model of the family)")
+  p.add_argument("--tasks", metavar="TASK,..",
+                 help="comma-separated tasks, each spelt memo-trap, memo_trap or "
+                      "invscale:memo_trap.zero_shot (the last also fixes the variant) "
+                      "(default: every task whose file is in the data dir, and your own "
+                      "declared tasks)")
   data_commands.add_task_dirs_flag(p)
-  p.add_argument("--variants", help="comma-separated prompt variants (default: zero_shot)")
-  p.add_argument("--data_dir", help=f"task data directory (default: ${datadir.ENV_VAR})")
-  p.add_argument("--out", required=True, help="results directory")
-  p.add_argument("--gin_file", action="append", help=f"gin files (default: {DEFAULT_GIN.name})")
-  p.add_argument("--gin_bindings", action="append", help="gin bindings, e.g. 'ScoringOptions.pack = False'")
-  for name, kind in _OPTION_FLAGS.items():
-    p.add_argument(f"--{name}", type=kind, help=f"override ScoringOptions.{name}")
-  p.add_argument("--token_logprobs", action="store_true", help="keep per-token log-probabilities")
+  p.add_argument("--variants", metavar="VARIANT,..",
+                 help="comma-separated prompt variants: zero_shot, <k>_shot (k >= 1), "
+                      "cot_zero_shot, cot_1_shot (default: zero_shot)")
+  p.add_argument("--data_dir", metavar="DIR",
+                 help=f"task data directory, local or gs:// (default: gin macro "
+                      f"{datadir.ENV_VAR}, ${datadir.ENV_VAR}, {datadir.DEFAULT})")
+  p.add_argument("--out", required=True, metavar="RESULTS",
+                 help="results directory, local or gs:// (created; a re-run resumes there)")
+  p.add_argument("--gin_file", action="append", metavar="FILE",
+                 help=f"gin file binding ScoringOptions, repeatable (default: "
+                      f"gin/runs/{DEFAULT_GIN.name})")
+  p.add_argument("--gin_bindings", action="append", metavar="BINDING",
+                 help="gin binding applied after the files, repeatable, e.g. "
+                      "'ScoringOptions.pack = False'; flags override both (default: none)")
+  defaults = {f.name: f.default for f in dataclasses.fields(plan_lib.ScoringOptions)}
+  for name, (kind, choices, what) in _OPTION_FLAGS.items():
+    # Choices are checked by ScoringOptions (one error format for flags and gin bindings).
+    p.add_argument(f"--{name}", type=kind, metavar=_metavar(kind, choices),
+                   help=f"{what} (default: {defaults[name]})")
+  p.add_argument("--token_logprobs", action="store_true",
+                 help="keep each target token's log-probability in the records (default: "
+                      "off)")
+  p.add_argument("--log_samples", action="store_true",
+                 help="also keep the text of every example: its prompt as built "
+                      "(demonstrations included), classes or completion and answer, in "
+                      "RESULTS/runs/<run_key>/samples/prompts.jsonl, joined to the records "
+                      "by example_id; not part of the run key, so a re-run adds it to "
+                      "complete runs (default: off)")
   p.add_argument("--dry_run", action="store_true",
-                 help="list each run as complete, partial or to do, with the tokens left and "
-                      "a time estimate; load and write nothing")
-  p.add_argument("--quiet", action="store_true", help="no results table at the end")
+                 help="list each run as complete, partial or to do (and which option differs "
+                      "from an earlier run of the same model, task and variant), with the "
+                      "tokens left and a time estimate; load and write nothing (default: off)")
+  p.add_argument("--quiet", action="store_true",
+                 help="print no results table at the end (default: print it)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,5 +191,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.set_defaults(func=_score)
   p = subparsers.add_parser("results", help="the table of what RESULTS holds (a line per run); "
                                             "rewrites RESULTS/INDEX.md")
-  p.add_argument("results", nargs="+", help="results directories")
+  p.add_argument("results", nargs="+", metavar="RESULTS",
+                 help="results directories written by `invscale score` (local or gs://)")
   p.set_defaults(func=_results)

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from invscale_jax import family as family_lib
+from invscale_jax import hf_cache
 
 
 def _init_tiny(args: argparse.Namespace) -> int:
@@ -48,15 +49,20 @@ def _from_hf(args: argparse.Namespace) -> int:
   out = pathlib.Path(args.out)
   if out.exists():
     raise ValueError(f"{out}: exists; choose another --out")
+  local_name = lambda d: pathlib.Path(d).expanduser().resolve().name
   names = args.name.split(",") if args.name else [
-      pathlib.Path(d).expanduser().resolve().name for d in args.dirs]
+      hf_cache.model_name(d) if hf_cache.is_name(d) else local_name(d) for d in args.dirs]
+  sources = [hf_cache.resolve(d) if hf_cache.is_name(d) else d for d in args.dirs]
   if len(names) != len(args.dirs) or len(set(names)) != len(names):
     raise ValueError(f"--name: need {len(args.dirs)} distinct names, got {names}")
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
-    entries = [hf_dir.manifest_entry(d, tmp, name) for d, name in zip(args.dirs, names)]
-    manifest = {"family": args.family or out.stem,
+    entries = [hf_dir.manifest_entry(src, tmp, name) for src, name in zip(sources, names)]
+    for entry, given in zip(entries, args.dirs):
+      if hf_cache.is_name(given):  # the name, not this cache's snapshot path
+        entry["hf_dir"] = given
+    manifest = {"family": args.family or family_lib.default_name(out.resolve()),
                 "description": "Hugging Face model directories scored in place (hf_dir); "
                                "add train_tokens / train_flops.",
                 "models": entries}
@@ -95,15 +101,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   fam = subparsers.add_parser("family", help="scaled families of models")
   sub = fam.add_subparsers(dest="family_command", required=True)
   p = sub.add_parser("init-tiny", help="create the embedded tiny family (T5X checkpoints + manifest)")
-  p.add_argument("--out", required=True)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True, metavar="DIR",
+                 help="directory to write the checkpoints and manifest.json into")
+  p.add_argument("--seed", type=int, default=0,
+                 help="seed of the random initialisation (default: %(default)s)")
   p.add_argument("--format", choices=("legacy", "orbax"), default="legacy",
                  help="checkpoint layout: T5X legacy (msgpack + zarr) or Orbax (T5X's default)")
   p.set_defaults(func=_init_tiny)
   p = sub.add_parser("show", help="models of manifests (paths or shipped family names; "
                                   "none: every shipped one) with parameters (counted when "
                                   "absent), tokens and compute")
-  p.add_argument("manifest", nargs="*")
+  p.add_argument("manifest", nargs="*", metavar="MANIFEST_OR_NAME",
+                 help="manifest paths or URLs, or shipped family names (default: every "
+                      "shipped family)")
   p.set_defaults(func=_show)
   p = sub.add_parser("from-t5x", help="a manifest of T5X models as they are: model dirs "
                                       "(config.gin + checkpoint_<step>/) or T5X gin files")
@@ -118,14 +128,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "names): a .model file, a tokenizer.json or a JSON spec")
   p.add_argument("--train_tokens", help="training tokens D: one value, or one per model")
   p.add_argument("--train_flops", help="training FLOPs C: one value, or one per model")
-  p.add_argument("--family", default="t5x", help="family name")
+  p.add_argument("--family", default="t5x", help="family name (default: %(default)s)")
   p.set_defaults(func=_from_t5x)
   p = sub.add_parser("from-hf", help="a manifest scoring Hugging Face model directories "
                                      "directly (no conversion)")
-  p.add_argument("dirs", nargs="+", metavar="HF_DIR")
+  p.add_argument("dirs", nargs="+", metavar="HF_DIR",
+                 help="Hugging Face model directories, or hf:ORG/NAME[@REVISION]: a model "
+                      "in the local Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or "
+                      "~/.cache/huggingface/hub; never downloaded), kept as that name in the "
+                      "manifest")
   p.add_argument("--out", required=True, help="manifest path (must not exist)")
   p.add_argument("--name", help="comma-separated model names (default: the directories' names)")
-  p.add_argument("--family", help="family name (default: the manifest's file name)")
+  p.add_argument("--family", help="family name (default: the manifest's file name, or its "
+                                      "directory's name for DIR/manifest.json)")
   p.set_defaults(func=_from_hf)
 
   conv = subparsers.add_parser("convert", help="Hugging Face checkpoints -> T5X checkpoints")
