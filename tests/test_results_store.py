@@ -21,6 +21,8 @@ import pytest
 from conftest import (N_RUNS, SCORE_ARGS, RunCli, ScoreCli, assert_finished,
                       assert_same_records, find_run, read_results, run_dirs)
 from invscale_jax import checkpoints, records, results
+from invscale_jax import family as family_lib
+from invscale_jax.engine import loading, plan
 from invscale_jax.models import tiny
 
 ONE_RUN = ("--model", "tiny-1", "--tasks", "memo-trap", "--variants", "zero_shot")
@@ -47,22 +49,38 @@ def one_line_error(result) -> str:
 # ---------------------------------------------------------------------------- two writers
 
 
-def test_a_held_run_is_refused_naming_its_holder(score_here, tmp_path):
+def plan_one_run(tiny_family: pathlib.Path, data_dir: pathlib.Path, **options) -> plan.Run:
+  [run] = plan.plan(family_lib.load(tiny_family), [ONE_RUN[1]], [ONE_RUN[3]], [ONE_RUN[5]],
+                    data_dir, plan.ScoringOptions(**options))
+  return run
+
+
+def live_holder(expires_in: float, **changes) -> dict:
+  """A lease as a live writer on another host writes it."""
+  return dict({"host": "elsewhere", "pid": 4242, "id": "f" * 32, "since": "then",
+               "pid_namespace": None, "expires": time.time() + expires_in}, **changes)
+
+
+def test_a_held_run_is_waited_for_and_its_model_loaded_only_once_claimed(
+    score_here, tiny_family, small_data_dir, tmp_path, monkeypatch):
+  """A live writer elsewhere holds the run: the process neither stops nor loads the model;
+  it waits, and takes the run over once the holder's lease expires."""
   out = tmp_path / "results"
-  first = score_here(out, *ONE_RUN, "--chunk_size", "10")
-  assert first.code == 0, first.err
-  run_dir = run_dirs(out)[0]
-  (run_dir / "COMPLETE").unlink()  # make it a run to do again
-  lease = results.Lease(str(run_dir), "test")
-  lease.acquire()
-  try:
-    before = sorted(p.name for p in run_dir.iterdir())
-    line = one_line_error(score_here(out, *ONE_RUN, "--chunk_size", "16"))
-    assert f"being scored by pid {os.getpid()} on {socket.gethostname()}" in line
-    assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written, nothing removed
-  finally:
-    lease.release()
-  assert score_here(out, *ONE_RUN).code == 0
+  run_dir = pathlib.Path(plan_one_run(tiny_family, small_data_dir).dir(str(out)))
+  run_dir.mkdir(parents=True)
+  expires = time.time() + 3
+  (run_dir / results.LEASE).write_text(json.dumps(live_holder(3.0, expires=expires)))
+  loads = []
+  real_load = loading.load_model
+  monkeypatch.setattr(loading, "load_model",
+                      lambda *a, **k: loads.append(time.time()) or real_load(*a, **k))
+  monkeypatch.setenv("INVSCALE_POLL_SECONDS", "0.3")
+  result = score_here(out, *ONE_RUN)
+  assert result.code == 0, result.err
+  assert "waiting for 1 runs that other processes hold:" in result.err
+  assert "being scored by pid 4242 on elsewhere since then" in result.err
+  assert "took over the lease of pid 4242 on elsewhere" in result.err
+  assert len(loads) == 1 and loads[0] >= expires
   assert_finished(out, 1)
 
 
@@ -88,12 +106,17 @@ def test_an_expired_or_orphaned_lease_is_taken_over(tmp_path):
   run_dir = str(tmp_path / "run")
   path = pathlib.Path(run_dir) / results.LEASE
   path.parent.mkdir()
-  host = socket.gethostname()
-  alive = {"host": "elsewhere", "pid": 1, "since": "then", "expires": time.time() + 60}
+  here = dict(host=socket.gethostname(), pid_namespace=results.Lease(run_dir, "").holder[
+      "pid_namespace"])
+  alive = live_holder(60.0, pid=1)
   for holder, takeable in ((alive, False),
                            (dict(alive, expires=time.time() - 1), True),
-                           (dict(alive, host=host, pid=2**22 + 12345), True),  # no such pid
-                           (dict(alive, host=host, pid=os.getpid()), False)):
+                           (dict(alive, **here, pid=2**22 + 12345), True),  # no such pid
+                           (dict(alive, **here, pid=os.getpid()), False),
+                           # The same host name in another PID namespace (a container with
+                           # the host's network): its pids are not ours to look up.
+                           (dict(alive, **here | {"pid_namespace": "pid:[1]"},
+                                 pid=2**22 + 12345), False)):
     path.write_text(json.dumps(holder))
     lease = results.Lease(run_dir, "run")
     if takeable:
@@ -106,15 +129,45 @@ def test_an_expired_or_orphaned_lease_is_taken_over(tmp_path):
         lease.acquire()
 
 
-def test_a_lease_taken_over_stops_the_writer(tmp_path):
-  run_dir = str(tmp_path / "run")
-  lease = results.Lease(run_dir, "run")
+@pytest.mark.parametrize("body", [
+    "[]", '"x"', '{"expires": null}', '{"expires": 1e400}', "{",
+    json.dumps(live_holder(60.0, pid=2**70)), json.dumps(live_holder(1e12)),
+    json.dumps(live_holder(60.0, pid=-1))],
+    ids=["list", "string", "null", "inf", "not-json", "huge-pid", "far-future", "pid-1"])
+def test_a_malformed_lease_is_taken_over_with_one_warning(tmp_path, capsys, body):
+  path = tmp_path / "run" / results.LEASE
+  path.parent.mkdir()
+  path.write_text(body)
+  lease = results.Lease(str(path.parent), "run")
   lease.acquire()
-  other = {"host": "elsewhere", "pid": 1, "since": "now", "expires": time.time() + 60}
-  (tmp_path / "run" / results.LEASE).write_text(json.dumps(other))
-  lease.renew()
-  with pytest.raises(results.LeaseLost, match="another process took over"):
-    lease.check()
+  err = capsys.readouterr().err
+  assert err == (f"invscale: warning: run: {path} was not a lease this version writes "
+                 f"({len(body.encode())} bytes); took it over\n")
+  assert json.loads(path.read_text())["id"] == lease.holder["id"]
+  lease.release()
+  assert not path.exists()
+
+
+def test_a_writer_whose_lease_was_taken_over_writes_nothing_more(tmp_path):
+  """Checked in the stored lease before every chunk and before COMPLETE, not only when
+  the lease is renewed (minutes apart)."""
+  run_dir = tmp_path / "run"
+  info = {"run_key": "k", "model": {"name": "m"}, "task": "memo-trap", "variant": "zero_shot",
+          "n_examples": 2, "n_records": 2, "record_kinds": [records.CLASS]}
+  recs = [records.Record(run_key="k", model="m", task="memo-trap", variant="zero_shot",
+                         example_id=i, kind=records.CLASS, class_index=0, n_classes=1,
+                         answer_index=0, logprob=-1.0, n_tokens=1, n_bytes=1, is_correct=True)
+          for i in range(2)]
+  with results.LeaseKeeper() as keeper:
+    writer = results.open_run(str(run_dir), info, "run", keeper)
+    writer.write_chunk(recs[:1])
+    (run_dir / results.LEASE).write_text(json.dumps(live_holder(60.0)))  # taken over
+    with pytest.raises(results.LeaseLost, match="another process took over"):
+      writer.write_chunk(recs[1:])
+    with pytest.raises(results.LeaseLost, match="another process took over"):
+      writer.finish()
+  assert sorted(p.name for p in run_dir.iterdir()) == ["LEASE", "chunk-000000.jsonl", "run.json"]
+  assert json.loads((run_dir / results.LEASE).read_text())["id"] == "f" * 32  # theirs, kept
 
 
 # ---------------------------------------------------------------------------- bad options

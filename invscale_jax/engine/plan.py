@@ -131,12 +131,21 @@ class Run:
     return f"{self.entry.name} {self.task.name}.{self.variant.name} (run {self.key})"
 
 
+def _unique(items: Sequence[Any]) -> list[Any]:
+  """`items` without repeats of a name, in order."""
+  first: dict[str, Any] = {}
+  for item in items:
+    first.setdefault(item.name, item)
+  return list(first.values())
+
+
 def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
          variants: Sequence[str], data_dir: str, options: ScoringOptions) -> list[Run]:
   """The runs to do, each with its content-hashed key and run.json contents."""
-  entries = [family.get(m) for m in models] if models else list(family.models)
-  specs = [catalog.get(t) for t in tasks]
-  parsed = [variants_lib.parse(v) for v in variants]
+  # A name given twice (or two spellings of one task) is one run, planned once.
+  entries = _unique([family.get(m) for m in models] if models else family.models)
+  specs = _unique([catalog.get(t) for t in tasks])
+  parsed = _unique([variants_lib.parse(v) for v in variants])
   missing = [s.name for s in specs if not storage.is_file(datadir.task_path(data_dir, s))]
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
