@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import (N_RUNS, SCORE_ARGS, RunCli, ScoreCli, assert_finished,
-                      assert_same_records, find_run, read_results, run_dirs)
+                      assert_same_records, find_run, read_results, run_dirs, select)
 from invscale_jax import checkpoints, records, results
 from invscale_jax import family as family_lib
 from invscale_jax.engine import loading, plan
@@ -86,18 +86,15 @@ def test_a_held_run_is_waited_for_and_its_model_loaded_only_once_claimed(
 
 def test_two_processes_on_one_results_dir_never_duplicate_or_lose_records(
     score_cli: ScoreCli, reference_results: pathlib.Path, tmp_path: pathlib.Path):
-  """Started together with different chunk sizes: whichever meets a run the other holds
-  stops with a clear message; the results are the uninterrupted ones, each record once."""
+  """Started together with different chunk sizes, they share the runs: each scores what
+  it claims and waits for what the other holds; the results are the uninterrupted ones,
+  each record once."""
   out = tmp_path / "results"
-  args = [a for a in SCORE_ARGS]
-  jobs = [score_cli.start(out, *args[:-4], "--chunk_size", size, "--tokens_per_batch", "1024")
-          for size in ("3", "16")]
+  jobs = [score_cli.start(out, *SCORE_ARGS[:-4], "--chunk_size", size, "--tokens_per_batch",
+                          "1024", INVSCALE_POLL_SECONDS="0.5") for size in ("3", "16")]
   outcomes = [job.finish(600) for job in jobs]
   for outcome in outcomes:
-    assert outcome.code == 0 or "being scored by pid" in outcome.err, outcome.err
-  assert any(o.code == 0 for o in outcomes)
-  rerun = score_cli.run(out, *SCORE_ARGS)  # finishes what a refused process left
-  assert rerun.code == 0, rerun.err
+    assert outcome.code == 0, outcome.err
   assert_finished(out, N_RUNS)
   assert_same_records(read_results(out), read_results(reference_results), 1e-5)
 
@@ -245,10 +242,22 @@ def tamper_duplicate(run_dir: pathlib.Path) -> None:
   shutil.copy(first, run_dir / "chunk-000901.jsonl")
 
 
+def edit_first_record(chunk: pathlib.Path, **changes) -> None:
+  """Rewrites the chunk's first record with `changes`, the rest as they were."""
+  first, rest = chunk.read_text().split("\n", 1)
+  chunk.write_text(json.dumps(dict(json.loads(first), **changes)) + "\n" + rest)
+
+
+def tamper_edited(run_dir: pathlib.Path) -> None:
+  """A forged score: a valid record, a likelier class than the model gave."""
+  edit_first_record(sorted(run_dir.glob("chunk-*.jsonl"))[1], logprob=-0.001)
+
+
 @pytest.mark.parametrize("tamper,problem", [
     (tamper_missing, "COMPLETE lists chunks"), (tamper_truncated, "changed after"),
-    (tamper_foreign, "COMPLETE lists chunks"), (tamper_duplicate, "COMPLETE lists chunks")],
-    ids=["missing", "truncated", "foreign", "duplicate"])
+    (tamper_foreign, "COMPLETE lists chunks"), (tamper_duplicate, "COMPLETE lists chunks"),
+    (tamper_edited, "chunk-000001.jsonl changed after the run was completed")],
+    ids=["missing", "truncated", "foreign", "duplicate", "edited"])
 def test_complete_is_verified_and_a_tampered_run_is_repaired(
     tamper, problem, score_here, reference_results, tmp_path):
   out = shutil.copytree(reference_results, tmp_path / "results")
@@ -262,6 +271,84 @@ def test_complete_is_verified_and_a_tampered_run_is_repaired(
   assert_same_records(read_results(out), read_results(reference_results), 1e-5)
   rejected = list((run_dir / results.REJECTED).glob("*")) if tamper is not tamper_missing else []
   assert len(rejected) == (tamper is not tamper_missing)
+
+
+def blank_line(chunk: pathlib.Path) -> None:
+  lines = chunk.read_text().splitlines(keepends=True)
+  chunk.write_text("".join(lines[:2] + ["\n", " \n"] + lines[2:]))
+
+
+def renumbered(chunk: pathlib.Path) -> None:
+  """The run's first chunk as chunk 999999, its last gone: the next is chunk 1000000."""
+  sorted(chunk.parent.glob("chunk-*.jsonl"))[-1].unlink()
+  chunk.rename(chunk.parent / "chunk-999999.jsonl")
+
+
+@pytest.mark.parametrize("tamper,rejected", [
+    (blank_line, None), (renumbered, None),
+    (lambda c: edit_first_record(c, logprob=3.5), "logprob: must be a finite number <= 0"),
+    (lambda c: c.write_text(c.read_text().replace('"token_logprobs": null',
+                                                  '"token_logprobs": [NaN]', 1)),
+     "token_logprobs: must be a list of finite numbers <= 0 (log-probabilities), got [nan]"),
+    (lambda c: edit_first_record(c, token_logprobs="-1"), "token_logprobs: must be a list"),
+    (lambda c: edit_first_record(c, token_logprobs=[-1, "x"]), "token_logprobs: must be a list")],
+    ids=["blank-line", "chunk-999999", "logprob>0", "token-nan", "token-string",
+         "token-text"])
+def test_an_unfinished_run_resumes_whatever_its_chunks_hold(
+    tamper, rejected, score_here, reference_results, tmp_path):
+  """Kept when the records are good (blank lines, any chunk number), else moved aside by
+  name and scored again; never a run that cannot be finished."""
+  out = shutil.copytree(reference_results, tmp_path / "results")
+  run_dir = find_run(out, "tiny-1", "memo-trap", "zero_shot")
+  (run_dir / "COMPLETE").unlink()
+  chunk = sorted(run_dir.glob("chunk-*.jsonl"))[0]
+  tamper(chunk)
+  result = score_here(out, *ONE_RUN)
+  assert result.code == 0, result.err
+  [moved] = run_dir.glob(f"{results.REJECTED}/*") if rejected else [None]
+  if rejected:
+    assert f"{chunk}:1: record: {rejected}" in result.err and moved.name.endswith(chunk.name)
+  assert results.is_complete(run_dir) and not (run_dir / results.LEASE).exists()
+  if tamper is renumbered:
+    assert results.chunk_names(str(run_dir))[-2:] == ["chunk-999999.jsonl",
+                                                      "chunk-1000000.jsonl"]
+  assert_same_records(read_results(out, [run_dir]),
+                      select(read_results(reference_results), ("tiny-1",), ("memo-trap",),
+                             ("zero_shot",)), 1e-5)
+
+
+def test_a_run_copied_under_another_key_is_not_taken_for_it(
+    score_here, reference_results, tmp_path):
+  """A complete run of another variant copied over this run's directory: its run.json and
+  records are its own, so COMPLETE verifies, but it is not this run."""
+  out = shutil.copytree(reference_results, tmp_path / "results")
+  target = find_run(out, "tiny-1", "memo-trap", "zero_shot")
+  shutil.rmtree(target)
+  shutil.copytree(find_run(out, "tiny-1", "memo-trap", "1_shot"), target)
+  result = score_here(out, *ONE_RUN)
+  assert result.code == 0, result.err
+  assert ("marked complete, but its run.json is not this run's (run_key, variant differ: a "
+          "run copied under another key?); resuming it") in result.err
+  assert_same_records(read_results(out, [target]),
+                      select(read_results(reference_results), ("tiny-1",), ("memo-trap",),
+                             ("zero_shot",)), 1e-5)
+
+
+def test_a_run_completed_meanwhile_is_left_as_it_is(reference_results, tmp_path):
+  """A second process that planned a run before the first finished it: claiming it finds
+  it complete, takes nothing and deletes nothing (COMPLETE stays for readers)."""
+  out = shutil.copytree(reference_results, tmp_path / "results")
+  run_dir = find_run(out, "tiny-1", "memo-trap", "zero_shot")
+  before = sorted(p.name for p in run_dir.iterdir())
+  assert results.claim(str(run_dir), "run") is None
+  assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_names_given_twice_are_planned_once(tiny_family, small_data_dir):
+  runs = plan.plan(family_lib.load(tiny_family), ["tiny-1", "tiny-1"],
+                   ["memo-trap", "memo_trap", "memo-trap"], ["zero_shot", "zero_shot"],
+                   small_data_dir, plan.ScoringOptions())
+  assert [r.label for r in runs] == [plan_one_run(tiny_family, small_data_dir).label]
 
 
 def test_a_stray_file_is_ignored_with_a_warning(score_here, reference_results, tmp_path):

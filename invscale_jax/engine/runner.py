@@ -184,8 +184,8 @@ def _score_model(engine, entry, runs: Sequence[Run], data_dir: str, claims: _Cla
                "seconds": round(time.perf_counter() - start, 3)}
       hosts.on_leader(lambda: p.writer.finish(stats))
       if hosts.index() == 0:
-        print(f"{p.run.label}: complete ({sum(map(len, p.pending))} of "
-              f"{p.info['n_examples']} examples scored here)", file=sys.stderr)
+        console.say(f"{p.run.label}: complete ({sum(map(len, p.pending))} of "
+                    f"{p.info['n_examples']} examples scored here)")
       if p.info["n_truncated"] or p.info["n_demos_dropped"]:
         console.warn(f"{entry.name} {p.run.task.name}.{p.run.variant.name}: "
                      f"{p.info['n_truncated']} "
