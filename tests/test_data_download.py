@@ -79,24 +79,16 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
     self.send_response(200)
     self.send_header("Content-Length", str(len(body)))
     self.end_headers()
-    stop = time.monotonic() + DRIP_FOR
-    try:
-      for byte in body:
-        if time.monotonic() > stop:
-          break
-        self.wfile.write(bytes([byte]))
-        self.wfile.flush()
-        time.sleep(DRIP_INTERVAL)
-    except OSError:
-      pass
-    self.close_connection = True
+    self._send_slowly(body)
 
   def _drip_headers(self) -> None:
-    """Sends its status line and headers one byte every DRIP_INTERVAL s."""
-    head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Padding: " + b"x" * 200
+    self._send_slowly(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Padding: " + b"x" * 200)
+
+  def _send_slowly(self, data: bytes) -> None:
+    """Sends one byte every DRIP_INTERVAL s, for DRIP_FOR s at most."""
     stop = time.monotonic() + DRIP_FOR
     try:
-      for byte in head:
+      for byte in data:
         if time.monotonic() > stop:
           break
         self.wfile.write(bytes([byte]))

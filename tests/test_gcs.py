@@ -273,6 +273,25 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_records(
                       atol=0.0)
 
 
+def test_a_chunk_edited_after_complete_is_rejected_and_scored_again(
+    run_cli: RunCli, family_in_bucket, scored_in_bucket: str, clean_gin: None) -> None:
+  del clean_gin
+  out = f"{family_in_bucket.url}/edited"
+  for name in storage.list_files(scored_in_bucket):
+    storage.write_bytes(f"{out}/{name}", storage.read_bytes(f"{scored_in_bucket}/{name}"))
+  [run_dir] = [d for d in results.run_dirs(out)
+               if results.read_run_info(d)["model"]["name"] == "tiny-1"]
+  chunk = f"{run_dir}/chunk-000001.jsonl"
+  first, rest = storage.read_text(chunk).split("\n", 1)
+  storage.write_text(chunk, json.dumps(dict(json.loads(first), logprob=-0.001)) + "\n" + rest)
+  result = run_cli("score", "--family", family_in_bucket.manifest, "--data_dir",
+                   family_in_bucket.data, "--out", out, *TINY_1, "--chunk_size", "8")
+  assert result.code == 0, result.err
+  assert f"{chunk}: changed after the run was completed; moved to {run_dir}/rejected/" in result.err
+  assert [n for n in storage.list_files(run_dir) if n.startswith("rejected/")]
+  assert_same_records(bucket_results(out), bucket_results(scored_in_bucket), atol=0.0)
+
+
 def test_three_slices_on_one_bucket_share_the_runs(
     bucket_cli: ScoreCli, family_in_bucket, reference_results: pathlib.Path) -> None:
   """Three processes with the same family and --out (three TPU slices): every run is

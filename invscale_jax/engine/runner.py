@@ -20,6 +20,7 @@ results and returns.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import threading
@@ -37,7 +38,16 @@ from invscale_jax.family import Family
 
 
 def _poll_seconds() -> float:
-  return float(os.environ.get("INVSCALE_POLL_SECONDS", "30"))
+  """Seconds between looks at runs other processes hold ($INVSCALE_POLL_SECONDS)."""
+  value = os.environ.get("INVSCALE_POLL_SECONDS", "30")
+  try:
+    seconds = float(value)
+  except ValueError:
+    seconds = math.nan
+  if not 0 <= seconds <= 86400:
+    raise ValueError(f"INVSCALE_POLL_SECONDS: must be a number of seconds (0 to 86400), "
+                     f"got {value!r}")
+  return seconds
 
 
 def _key_parts(run: Run) -> dict:
@@ -61,12 +71,9 @@ def _complete(runs: Sequence[Run], out: str, warn: bool = True) -> list[bool]:
                       ).astype(bool).tolist()
 
 
-_BUSY, _CLAIMED, _COMPLETE = 0, 1, 2
-
-
 class _Claims:
   """The leases this process holds (process 0) and, on every host, which runs it claimed;
-  `busy` collects why the others could not be (RunBusy messages, process 0)."""
+  `busy` says why the others could not be (RunBusy messages, process 0)."""
 
   def __init__(self, out: str, keeper: results.LeaseKeeper):
     self.out, self.keeper = out, keeper
@@ -74,9 +81,10 @@ class _Claims:
     self.busy: dict[str, str] = {}
 
   def take(self, runs: Sequence[Run]) -> list[Run]:
-    """Claims what it can of `runs`; returns those claimed (complete ones are dropped)."""
+    """Claims what it can of `runs` (neither held by a live writer nor complete by now);
+    returns those claimed."""
     def claim() -> np.ndarray:
-      state = np.full(len(runs), _BUSY, np.int32)
+      claimed = np.zeros(len(runs), np.int32)
       for i, run in enumerate(runs):
         try:
           lease = results.claim(run.dir(self.out), run.label, _key_parts(run))
@@ -84,16 +92,14 @@ class _Claims:
           self.busy[run.key] = str(e)
           continue
         self.busy.pop(run.key, None)
-        if lease is None:
-          state[i] = _COMPLETE
-        else:
+        if lease is not None:
           self.leases[run.key] = lease
           self.keeper.leases.append(lease)
-          state[i] = _CLAIMED
-      return state
-    state = hosts.on_leader(claim)
-    state = hosts.from_leader(np.zeros(len(runs), np.int32) if state is None else state)
-    return [run for run, s in zip(runs, state) if s == _CLAIMED]
+          claimed[i] = 1
+      return claimed
+    claimed = hosts.on_leader(claim)
+    claimed = hosts.from_leader(np.zeros(len(runs), np.int32) if claimed is None else claimed)
+    return [run for run, c in zip(runs, claimed) if c]
 
 
 @dataclasses.dataclass
@@ -225,6 +231,7 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
                  options: ScoringOptions) -> list[Run]:
   """Scores every selected run that is not complete, sharing the work with any other
   process on the same results (see the module docstring); returns the runs."""
+  poll = _poll_seconds()
   runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)
   left = [r for r, done in zip(runs, _complete(runs, out)) if not done]
   for name in dict.fromkeys(r.entry.name for r in runs):
@@ -245,5 +252,5 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
           print(f"waiting for {len(left)} runs that other processes hold:\n  " +
                 "\n  ".join(waiting.values()), file=sys.stderr)
           told = set(waiting)
-        time.sleep(_poll_seconds())
+        time.sleep(poll)
   return runs
