@@ -156,7 +156,7 @@ def _canonical(value: Any) -> Any:
   return json.loads(json.dumps(value, sort_keys=True))
 
 
-def key_problem(info: dict[str, Any], expected: dict[str, Any]) -> str | None:
+def _key_problem(info: dict[str, Any], expected: dict[str, Any]) -> str | None:
   """What in run.json differs from the key parts `expected` (the plan's), None if nothing."""
   differ = [k for k, v in expected.items() if _canonical(info.get(k)) != _canonical(v)]
   if differ:
@@ -196,7 +196,7 @@ def verify_complete(directory: str, info: dict[str, Any] | None = None,
     listed = None
   if listed is None:
     return "COMPLETE or run.json is not what this version writes"
-  problem = key_problem(info, expected) if expected else None
+  problem = _key_problem(info, expected) if expected else None
   if problem:
     return problem
   present = chunk_names(directory, quiet=True)

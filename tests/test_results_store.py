@@ -77,7 +77,7 @@ def test_a_held_run_is_waited_for_and_its_model_loaded_only_once_claimed(
   monkeypatch.setenv("INVSCALE_POLL_SECONDS", "0.3")
   result = score_here(out, *ONE_RUN)
   assert result.code == 0, result.err
-  assert "waiting for 1 runs that other processes hold:" in result.err
+  assert "waiting for 1 run that other processes hold:" in result.err
   assert "being scored by pid 4242 on elsewhere since then" in result.err
   assert "took over the lease of pid 4242 on elsewhere" in result.err
   assert len(loads) == 1 and loads[0] >= expires

@@ -248,9 +248,10 @@ def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[s
       left = [r for r, done in zip(left, _complete(left, out, warn=False)) if not done]
       if left and not scored:
         waiting = {r.key: claims.busy[r.key] for r in left if r.key in claims.busy}
-        if hosts.index() == 0 and waiting.keys() != told:
-          print(f"waiting for {len(left)} runs that other processes hold:\n  " +
+        if hosts.index() == 0 and not waiting.keys() <= told:  # a holder not yet named
+          runs_word = "run" if len(left) == 1 else "runs"
+          print(f"waiting for {len(left)} {runs_word} that other processes hold:\n  " +
                 "\n  ".join(waiting.values()), file=sys.stderr)
-          told = set(waiting)
+          told |= waiting.keys()
         time.sleep(poll)
   return runs
