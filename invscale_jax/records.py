@@ -64,8 +64,11 @@ class Record:
     if unknown:
       raise ValueError(f"unknown record fields {sorted(unknown)}")
     for name in ("example_id", "n_classes", "n_tokens", "n_bytes"):
-      if not _is_int(d.get(name)):
-        raise ValueError(f"{name}: must be an integer, got {d.get(name)!r}")
+      if not (_is_int(d.get(name)) and d[name] >= 0):
+        raise ValueError(f"{name}: must be an integer >= 0, got {_short(d.get(name))}")
+    for name in ("is_correct", "parsed"):
+      if d.get(name) is not None and not isinstance(d[name], bool):
+        raise ValueError(f"{name}: must be true, false or null, got {_short(d[name])}")
     if d.get("kind") not in KINDS:
       raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {d.get('kind')!r}")
     for name in ("class_index", "answer_index"):

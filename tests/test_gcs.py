@@ -1,5 +1,6 @@
 """Everything on Cloud Storage: the file layer's guarantees, errors, checkpoints, scoring
-from a bucket into a bucket (kill -9 and resume there, two writers), and the report.
+from a bucket into a bucket (kill -9 and resume there, three slices sharing the runs), and
+the report.
 
 The server is gcp-storage-emulator on 127.0.0.1 with the GCS protocol features it lacks
 added (`gcs_emulator`); our code reaches it only through tensorstore's `gcs` driver.

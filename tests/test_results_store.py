@@ -291,9 +291,10 @@ def renumbered(chunk: pathlib.Path) -> None:
                                                   '"token_logprobs": [NaN]', 1)),
      "token_logprobs: must be a list of finite numbers <= 0 (log-probabilities), got [nan]"),
     (lambda c: edit_first_record(c, token_logprobs="-1"), "token_logprobs: must be a list"),
-    (lambda c: edit_first_record(c, token_logprobs=[-1, "x"]), "token_logprobs: must be a list")],
+    (lambda c: edit_first_record(c, token_logprobs=[-1, "x"]), "token_logprobs: must be a list"),
+    (lambda c: edit_first_record(c, is_correct="yes"), "is_correct: must be true, false or null")],
     ids=["blank-line", "chunk-999999", "logprob>0", "token-nan", "token-string",
-         "token-text"])
+         "token-text", "is-correct-text"])
 def test_an_unfinished_run_resumes_whatever_its_chunks_hold(
     tamper, rejected, score_here, reference_results, tmp_path):
   """Kept when the records are good (blank lines, any chunk number), else moved aside by
