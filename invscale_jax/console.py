@@ -34,8 +34,13 @@ _LOGGERS = ("jax", "jax._src", "absl", "tensorflow", "orbax", "etils")
 
 def warn(message: str) -> None:
   """Prints `invscale: warning: message` to stderr, above any progress bar."""
+  say(f"invscale: warning: {message}")
+
+
+def say(message: str) -> None:
+  """Prints a line to stderr, above any progress bar."""
   import tqdm  # pylint: disable=g-import-not-at-top
-  tqdm.tqdm.write(f"invscale: warning: {message}", file=sys.stderr)
+  tqdm.tqdm.write(message, file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ changes its ctime, so a changed file is always hashed again, while an unchanged 
 re-run) costs one stat and one small read. A `gs://` object's identity is its
 generation, which GCS changes whenever the object is written: nothing is downloaded.
 A directory's identity (a checkpoint) combines its files' relative paths and identities,
-so it follows every byte of every file, whatever the checkpoint's size.
+so it follows every byte of every file, whatever the checkpoint's size. Only regular
+files are hashed (links are followed): a device or FIFO is refused, never read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 
 from invscale_jax import storage
 
@@ -40,6 +42,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     st = os.stat(path)
   except OSError as e:
     raise FileNotFoundError(f"{path}: {e.strerror}") from None
+  if not stat.S_ISREG(st.st_mode):  # a device, FIFO or socket would be read forever
+    raise ValueError(f"{path}: not a regular file (a device, FIFO or socket, or a "
+                     f"link to one or to a directory); only regular files are hashed")
   key = [path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
   cache = _cache_path(path)
   try:

@@ -64,18 +64,26 @@ class Record:
     if unknown:
       raise ValueError(f"unknown record fields {sorted(unknown)}")
     for name in ("example_id", "n_classes", "n_tokens", "n_bytes"):
-      if not _is_int(d.get(name)):
-        raise ValueError(f"{name}: must be an integer, got {d.get(name)!r}")
+      if not (_is_int(d.get(name)) and d[name] >= 0):
+        raise ValueError(f"{name}: must be an integer >= 0, got {_short(d.get(name))}")
+    for name in ("is_correct", "parsed"):
+      if d.get(name) is not None and not isinstance(d[name], bool):
+        raise ValueError(f"{name}: must be true, false or null, got {_short(d[name])}")
     if d.get("kind") not in KINDS:
       raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {d.get('kind')!r}")
     for name in ("class_index", "answer_index"):
       if d.get(name) is not None and not _is_int(d[name]):
         raise ValueError(f"{name}: must be an integer or null, got {d[name]!r}")
     logprob = d.get("logprob")
-    if logprob is not None and not (isinstance(logprob, (int, float)) and math.isfinite(logprob)):
-      raise ValueError(f"logprob: must be a finite number, got {logprob!r}")
-    if d.get("token_logprobs") is not None:
-      d = dict(d, token_logprobs=tuple(d["token_logprobs"]))
+    if logprob is not None and not _is_logprob(logprob):
+      raise ValueError(f"logprob: must be a finite number <= 0 (a log-probability), "
+                       f"got {logprob!r}")
+    tokens = d.get("token_logprobs")
+    if tokens is not None:
+      if not (isinstance(tokens, list) and all(_is_logprob(v) for v in tokens)):
+        raise ValueError(f"token_logprobs: must be a list of finite numbers <= 0 "
+                         f"(log-probabilities), got {_short(tokens)}")
+      d = dict(d, token_logprobs=tuple(tokens))
     try:
       return cls(**d)
     except TypeError as e:  # a missing field
@@ -87,6 +95,16 @@ KINDS = (CLASS, SEQUENCE, GENERATION)
 
 def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_logprob(value: Any) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and value <= 0)
+
+
+def _short(value: Any) -> str:
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + "..."
 
 
 def format_chunk(records: Iterable[Record]) -> bytes:

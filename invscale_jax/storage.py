@@ -92,6 +92,13 @@ def resolve(base: str | os.PathLike, path: str | os.PathLike) -> str:
   return os.path.normpath(os.path.join(os.path.abspath(base), path))
 
 
+def stays_inside(relative: str) -> bool:
+  """Whether a relative path that a file names (a checkpoint's array, an index's weight
+  file) stays inside that file's directory: neither absolute nor climbing out with `..`."""
+  normal = posixpath.normpath(relative)
+  return not (normal.startswith("/") or normal == ".." or normal.startswith("../"))
+
+
 def absolute(path: str | os.PathLike) -> str:
   """A URL as is, a local path made absolute (`~` expanded)."""
   return resolve(os.getcwd(), path)

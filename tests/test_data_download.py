@@ -31,14 +31,15 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
   """Serves the mirror directory. Under /truncated/ it promises a whole file
   (Content-Length), sends half and hangs up; under /truncated-chunked/ it does the same
   with a chunked body; under /oversize/ it sends OVERSIZE bytes whatever the file; under
-  /drip/ it promises the file and sends one byte every DRIP_INTERVAL s. Every request path
+  /drip/ it promises the file and sends one byte every DRIP_INTERVAL s; under
+  /drip-headers/ it sends even its headers that way. Every request path
   is recorded on the server, and the bytes /oversize/ managed to send once it is done."""
 
   def do_GET(self) -> None:  # pylint: disable=invalid-name
     self.server.requests.append(self.path)  # type: ignore[attr-defined]
     mode = self.path.split("/")[1]
-    if mode in ("oversize", "drip"):
-      getattr(self, f"_{mode}")()
+    if mode in ("oversize", "drip", "drip-headers"):
+      getattr(self, f"_{mode.replace('-', '_')}")()
       return
     if mode not in ("truncated", "truncated-chunked"):
       super().do_GET()
@@ -78,9 +79,16 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
     self.send_response(200)
     self.send_header("Content-Length", str(len(body)))
     self.end_headers()
+    self._send_slowly(body)
+
+  def _drip_headers(self) -> None:
+    self._send_slowly(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Padding: " + b"x" * 200)
+
+  def _send_slowly(self, data: bytes) -> None:
+    """Sends one byte every DRIP_INTERVAL s, for DRIP_FOR s at most."""
     stop = time.monotonic() + DRIP_FOR
     try:
-      for byte in body:
+      for byte in data:
         if time.monotonic() > stop:
           break
         self.wfile.write(bytes([byte]))
@@ -261,18 +269,20 @@ def test_oversized_file_is_not_read_past_its_official_size(
   assert mirror.sent[path] < OVERSIZE // 4  # the client hung up long before the end
 
 
+@pytest.mark.parametrize("mode", ["drip", "drip-headers"])
 def test_dripping_mirror_stops_at_the_time_limit(
-    run_cli: RunCli, mirror: Mirror, tmp_path: pathlib.Path) -> None:
-  """One byte every 0.2 s never trips a per-read timeout; the overall limit stops it."""
+    run_cli: RunCli, mirror: Mirror, tmp_path: pathlib.Path, mode: str) -> None:
+  """One byte every 0.2 s, of the body or even of the headers, never trips a per-read
+  timeout; the overall limit stops it."""
   data_dir = tmp_path / "data"
   start = time.monotonic()
   result = run_cli("data", "download", "--data_dir", data_dir, "--base_url",
-                   f"{mirror.url}/drip", "--tasks", "neqa", "--time_limit", "1")
+                   f"{mirror.url}/{mode}", "--tasks", "neqa", "--time_limit", "1")
   elapsed = time.monotonic() - start
   spec = catalog.get("neqa")
   assert result.code == 1 and elapsed < DRIP_FOR / 2
   assert re.fullmatch(
-      f"invscale: error: {mirror.url}/drip/{spec.filename}: download failed: not finished "
+      f"invscale: error: {mirror.url}/{mode}/{spec.filename}: download failed: not finished "
       rf"within the time limit of 1 s \(\d+ of {spec.size} bytes\)\n", result.err), result.err
   assert list(data_dir.iterdir()) == []
 

@@ -1,5 +1,6 @@
 """Everything on Cloud Storage: the file layer's guarantees, errors, checkpoints, scoring
-from a bucket into a bucket (kill -9 and resume there, two writers), and the report.
+from a bucket into a bucket (kill -9 and resume there, three slices sharing the runs), and
+the report.
 
 The server is gcp-storage-emulator on 127.0.0.1 with the GCS protocol features it lacks
 added (`gcs_emulator`); our code reaches it only through tensorstore's `gcs` driver.
@@ -273,16 +274,47 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_records(
                       atol=0.0)
 
 
-def test_two_processes_on_one_bucket_never_duplicate_nor_lose_records(
-    bucket_cli: ScoreCli, family_in_bucket, scored_in_bucket: str) -> None:
-  out = f"{family_in_bucket.url}/two-writers"
-  jobs = [bucket_cli.start(out, *TINY_1, "--chunk_size", "4") for _ in range(2)]
+def test_a_chunk_edited_after_complete_is_rejected_and_scored_again(
+    run_cli: RunCli, family_in_bucket, scored_in_bucket: str, clean_gin: None) -> None:
+  del clean_gin
+  out = f"{family_in_bucket.url}/edited"
+  for name in storage.list_files(scored_in_bucket):
+    storage.write_bytes(f"{out}/{name}", storage.read_bytes(f"{scored_in_bucket}/{name}"))
+  [run_dir] = [d for d in results.run_dirs(out)
+               if results.read_run_info(d)["model"]["name"] == "tiny-1"]
+  chunk = f"{run_dir}/chunk-000001.jsonl"
+  first, rest = storage.read_text(chunk).split("\n", 1)
+  storage.write_text(chunk, json.dumps(dict(json.loads(first), logprob=-0.001)) + "\n" + rest)
+  result = run_cli("score", "--family", family_in_bucket.manifest, "--data_dir",
+                   family_in_bucket.data, "--out", out, *TINY_1, "--chunk_size", "8")
+  assert result.code == 0, result.err
+  assert f"{chunk}: changed after the run was completed; moved to {run_dir}/rejected/" in result.err
+  assert [n for n in storage.list_files(run_dir) if n.startswith("rejected/")]
+  assert_same_records(bucket_results(out), bucket_results(scored_in_bucket), atol=0.0)
+
+
+def test_three_slices_on_one_bucket_share_the_runs(
+    bucket_cli: ScoreCli, family_in_bucket, reference_results: pathlib.Path) -> None:
+  """Three processes with the same family and --out (three TPU slices): every run is
+  scored once, by whichever claims it; the others wait for it, and all three end with the
+  same table of the finished runs."""
+  out = f"{family_in_bucket.url}/slices"
+  args = ("--tasks", "memo-trap,neqa", "--variants", "zero_shot", "--limit", "6",
+          "--chunk_size", "2", "--tokens_per_batch", "1024")
+  jobs = [bucket_cli.start(out, *args, INVSCALE_POLL_SECONDS="0.5") for _ in range(3)]
   done = [job.finish(300) for job in jobs]
-  for result in done:  # each either scored, or was told who holds the run and stopped
-    assert result.code == 0 or "being scored by pid" in result.err.splitlines()[-1], result.err
-  assert_finished_in_bucket(out, 1)
-  assert_same_records(bucket_results(out), select(bucket_results(scored_in_bucket), ("tiny-1",)),
-                      atol=0.0)
+  for result in done:
+    assert result.code == 0, result.err
+  assert_finished_in_bucket(out, 4)
+  scored = [line.split(" (run ")[0] for result in done for line in result.err.splitlines()
+            if line.endswith("examples scored here)")]
+  assert sorted(scored) == sorted(f"{m} {t}.zero_shot" for m in ("tiny-1", "tiny-2")
+                                  for t in ("memo-trap", "neqa")), scored
+  tables = {result.out[result.out.index(f"results in {out}"):] for result in done}
+  assert len(tables) == 1 and tables.pop().count(" complete ") == 4
+  expected = {k: r for k, r in select(read_results(reference_results),
+                                      variants=("zero_shot",)).items() if r.example_id < 6}
+  assert_same_records(without_run_keys(bucket_results(out)), without_run_keys(expected), 1e-5)
 
 
 def test_commands_name_the_url_they_cannot_use(run_cli: RunCli, family_in_bucket,

@@ -130,6 +130,9 @@ def zarr_source(checkpoint: str, name: str, ts_spec: Mapping[str, Any]) -> ZarrS
   relative = kvstore.get("path") if isinstance(kvstore, Mapping) else ts_spec.get("path")
   if not isinstance(relative, str):
     raise CheckpointError(checkpoint, f"parameter {name}: tensorstore spec has no path")
+  if not storage.stays_inside(relative):  # read, it would not be in the run key
+    raise CheckpointError(checkpoint, f"parameter {name}: its array {relative!r} is outside "
+                          f"the checkpoint directory (only paths inside it are read)")
   directory = storage.join(checkpoint, relative.rstrip("/"))
   zarray = _read_zarray(checkpoint, name, directory)
   if zarray is None and not storage.is_dir(directory):

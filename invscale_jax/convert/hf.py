@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from invscale_jax import storage
 from invscale_jax.convert import hf_tokenizer
 from invscale_jax.models import ModelConfig, to_gin
 
@@ -80,7 +81,12 @@ def _weight_files(src: pathlib.Path) -> list[pathlib.Path]:
     index = src / f"{single}.index.json"
     if index.is_file():
       weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-      return [src / name for name in sorted(set(weight_map.values()))]
+      names = sorted(set(weight_map.values()))
+      outside = [n for n in names if not storage.stays_inside(n)]
+      if outside:  # read, they would not be in the run key (the directory's files are)
+        raise ValueError(f"{index}: weight_map names {outside[0]!r}, outside the model "
+                         f"directory (only files inside it are read)")
+      return [src / name for name in names]
     if (src / single).is_file():
       return [src / single]
   raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (or their index)")

@@ -131,6 +131,14 @@ class Run:
     return f"{self.entry.name} {self.task.name}.{self.variant.name} (run {self.key})"
 
 
+def _unique(items: Sequence[Any]) -> list[Any]:
+  """`items` without repeats of a name, in order."""
+  first: dict[str, Any] = {}
+  for item in items:
+    first.setdefault(item.name, item)
+  return list(first.values())
+
+
 def task_variants(tasks: Sequence[str], variants: Sequence[str]
                   ) -> list[tuple[task_registry.Task, variants_lib.Variant]]:
   """(task, variant) pairs: each task under every variant, or under the one its name fixes
@@ -164,7 +172,8 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
          variants: Sequence[str], data_dir: str, options: ScoringOptions) -> list[Run]:
   """The runs to do, each with its content-hashed key and run.json contents. A task name
   with a variant (`memo_trap.zero_shot`) is run under that variant only."""
-  entries = [family.get(m) for m in models] if models else list(family.models)
+  # A name given twice (or two spellings of one task) is one run, planned once.
+  entries = _unique([family.get(m) for m in models] if models else family.models)
   pairs = task_variants(tasks, variants)
   check_task_files(list(dict.fromkeys(s for s, _ in pairs)), data_dir)
   task_parts = {(s, v): datadir.key_parts(s, v, data_dir) for s, v in pairs}
