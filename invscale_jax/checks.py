@@ -8,6 +8,7 @@ token ids inside a vocabulary, and text made safe for a terminal.
 from __future__ import annotations
 
 import argparse
+import html
 import math
 import re
 import unicodedata
@@ -19,9 +20,10 @@ _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?", re
 
 
 def _range(minimum: float | None, maximum: float | None) -> str:
+  show = lambda x: str(x) if isinstance(x, int) else f"{x:g}"
   if minimum is not None and maximum is not None:
-    return f"from {minimum:g} to {maximum:g}"
-  return f">= {minimum:g}" if minimum is not None else f"<= {maximum:g}"
+    return f"from {show(minimum)} to {show(maximum)}"
+  return f">= {show(minimum)}" if minimum is not None else f"<= {show(maximum)}"
 
 
 def integer(text: str, what: str, minimum: int | None = None,
@@ -106,3 +108,58 @@ def printable(text: str) -> str:
     return text
   return "".join(c if c in "\n\t" or c.isprintable() or unicodedata.category(c) == "Zs"
                  else repr(c)[1:-1] for c in text)
+
+
+# ---------------------------------------------------------------------------- run.json
+
+_RUN_STRINGS = ("run_key", "family", "task", "variant")
+_RUN_COUNTS = ("n_examples", "n_rows", "n_records", "n_truncated", "n_demos_dropped")
+_MODEL_NUMBERS = ("n_params", "train_tokens", "train_flops")
+
+
+def _count(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def run_info(info: dict[str, Any], where: str, record_kinds: tuple[str, ...]) -> None:
+  """Refuses a run.json whose fields (those present) have the wrong type: results
+  directories may come from anyone, and their fields reach arithmetic and tables."""
+  def fail(field: str, expected: str) -> None:
+    raise ValueError(f"{where}: {field}: must be {expected}, got {info_value(field)!r}")
+
+  def info_value(field: str) -> Any:
+    value = info
+    for part in field.split("."):
+      value = value[part]
+    return value
+
+  for field in _RUN_STRINGS:
+    if field in info and (not isinstance(info[field], str) or not info[field]):
+      fail(field, "a non-empty string")
+  for field in _RUN_COUNTS:
+    if field in info and not _count(info[field]):
+      fail(field, "an integer >= 0")
+  if "record_kinds" in info and (not isinstance(info["record_kinds"], list)
+                                 or not info["record_kinds"]
+                                 or any(k not in record_kinds for k in info["record_kinds"])):
+    fail("record_kinds", f"a list of {', '.join(record_kinds)}")
+  if "model" not in info:
+    return
+  model = info["model"]
+  if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
+    fail("model", "an object with a name")
+  for field in _MODEL_NUMBERS:
+    value = model.get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value <= 0):
+      fail(f"model.{field}", "a finite positive number or null")
+
+
+def markdown_text(text: str) -> str:
+  """`text` shown as itself in Markdown: raw HTML escaped, no link or image (`[`, `]` and
+  `\\` escaped), no table cell break (`|`) and on one line (a line break could end a
+  table row or start a block)."""
+  text = html.escape(text, quote=False)
+  for c in "\\[]|":
+    text = text.replace(c, "\\" + c)
+  return " ".join(text.splitlines())

@@ -35,7 +35,8 @@ _LOGGERS = ("jax", "jax._src", "absl", "tensorflow", "orbax", "etils")
 def warn(message: str) -> None:
   """Prints `invscale: warning: message` to stderr, above any progress bar."""
   import tqdm  # pylint: disable=g-import-not-at-top
-  tqdm.tqdm.write(f"invscale: warning: {message}", file=sys.stderr)
+  from invscale_jax import checks  # pylint: disable=g-import-not-at-top
+  tqdm.tqdm.write(f"invscale: warning: {checks.printable(message)}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -132,6 +132,15 @@ def _string(where: str, value: Any, field: str) -> str:
   return value
 
 
+def _name(where: str, value: Any, field: str) -> str:
+  """A model or family name: shown on terminals and in tables, so printable and one line."""
+  name = _string(where, value, field)
+  if not name.isprintable():
+    raise ManifestError(f"{where}: {field}: must not hold control or line-break characters, "
+                        f"got {name!r}")
+  return name
+
+
 def _bos_id(where: str, m: dict[str, Any]) -> int | None:
   if "bos_id" not in m:
     if m["architecture"] not in DEFAULT_BOS:
@@ -184,7 +193,8 @@ def load(path: os.PathLike | str) -> Family:
     for key in ("name", "architecture", "gin", "checkpoint", "vocabulary"):
       if key not in m:
         raise ManifestError(f"{where}: {key}: missing")
-    name, gin, checkpoint = (_string(where, m[k], k) for k in ("name", "gin", "checkpoint"))
+    name = _name(where, m["name"], "name")
+    gin, checkpoint = (_string(where, m[k], k) for k in ("gin", "checkpoint"))
     if name in seen:
       raise ManifestError(f"{where}: name: duplicate model name {name!r}")
     seen.add(name)
@@ -210,7 +220,7 @@ def load(path: os.PathLike | str) -> Family:
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
         bos_id=_bos_id(where, m)))
   stem = os.path.splitext(storage.basename(path))[0]
-  return Family(name=_string(path, data.get("family", stem), "family"),
+  return Family(name=_name(path, data.get("family", stem), "family"),
                 models=tuple(models), path=str(path),
                 description=str(data.get("description", "")))
 

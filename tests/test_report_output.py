@@ -43,7 +43,7 @@ def test_names_are_shown_as_text(tmp_path) -> None:
 
   summary = (out / "summary.md").read_text()
   assert "<img" not in summary and "&lt;img src=x onerror=alert(1)&gt;" in summary
-  assert f"| {FAMILY} | memo-trap |" in summary
+  assert "| " + FAMILY.replace("\\", "\\\\") + " | memo-trap |" in summary  # \ escaped
 
   rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
   assert {r["model"] for r in rows} == {"'" + SMALL, LARGE}

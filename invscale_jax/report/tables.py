@@ -71,7 +71,7 @@ def shape_section(a: Analysis, metric: str) -> Section:
 
 def variant_section(a: Analysis, metric: str) -> Section:
   """Does a prompt variant (1-shot, chain of thought) change the zero-shot shape?"""
-  variants = _variants(a)
+  variants = _variants(a) or ["zero_shot"]  # none: external points only
   base, others = variants[0], variants[1:]
   rows = []
   for fam, task, shown in _rows(a, metric):
