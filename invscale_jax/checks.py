@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import math
+import os
+import pathlib
 import re
 import unicodedata
 from typing import Any, Callable
@@ -163,3 +166,30 @@ def markdown_text(text: str) -> str:
   for c in "\\[]|":
     text = text.replace(c, "\\" + c)
   return " ".join(text.splitlines())
+
+
+def parse_json(text: str, where: str) -> Any:
+  """JSON text; invalid or too deeply nested JSON raises ValueError naming `where` (and
+  the line)."""
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{where}:{e.lineno}: invalid JSON: {e.msg}") from None
+  except RecursionError:
+    raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
+
+
+def read_json_file(path: os.PathLike | str, max_bytes: int, kind: type = dict) -> Any:
+  """A local JSON file of at most `max_bytes` holding a `kind` (object or list)."""
+  size = os.stat(path).st_size
+  if size > max_bytes:
+    raise ValueError(f"{path}: {size} bytes; at most {max_bytes} are read from such a file")
+  try:
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text at byte {e.start}") from None
+  value = parse_json(text, os.fspath(path))
+  if not isinstance(value, kind):
+    raise ValueError(f"{path}: must hold a JSON {'object' if kind is dict else 'list'}, got "
+                     f"{type(value).__name__}")
+  return value

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from invscale_jax import checks
 from invscale_jax.convert import hf_tokenizer
 from invscale_jax.models import ModelConfig, to_gin
 
@@ -25,6 +26,7 @@ Transform = Callable[[np.ndarray], np.ndarray]
 # (HF name regex, T5X name template filled with the regex groups, transform); a None
 # template skips the tensor (buffers, tied copies).
 Rule = tuple[str, str | None, Transform | None]
+JSON_BYTES = 16 << 20  # the most read of a config.json or a weight index
 
 # HF activation names -> ours (models/layers.py ACTIVATIONS).
 ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu",
@@ -66,11 +68,21 @@ def mlp_config(hidden_act: str, gated: bool) -> tuple[str, ...]:
 
 
 def read_config(src_dir: str | os.PathLike) -> dict:
-  return json.loads((pathlib.Path(src_dir) / "config.json").read_text(encoding="utf-8"))
+  return checks.read_json_file(pathlib.Path(src_dir) / "config.json", JSON_BYTES)
+
+
+def head_dim(hidden: Any, heads: Any, names: tuple[str, str]) -> int:
+  """The width of each head, hidden / heads (config.json fields named by `names`)."""
+  for value, name in zip((hidden, heads), names):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+  if hidden % heads:
+    raise ValueError(f"{names[1]} {heads} does not divide {names[0]} {hidden}")
+  return hidden // heads
 
 
 def activation(hf_name: str) -> str:
-  if hf_name not in ACTIVATIONS:
+  if not isinstance(hf_name, str) or hf_name not in ACTIVATIONS:
     raise ValueError(f"unsupported activation {hf_name!r} (supported: {', '.join(ACTIVATIONS)})")
   return ACTIVATIONS[hf_name]
 
@@ -79,7 +91,10 @@ def _weight_files(src: pathlib.Path) -> list[pathlib.Path]:
   for single in ("model.safetensors", "pytorch_model.bin"):
     index = src / f"{single}.index.json"
     if index.is_file():
-      weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+      weight_map = checks.read_json_file(index, JSON_BYTES).get("weight_map")
+      if not isinstance(weight_map, dict) or not all(
+          isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index}: weight_map: must be an object of file names")
       return [src / name for name in sorted(set(weight_map.values()))]
     if (src / single).is_file():
       return [src / single]
@@ -185,11 +200,16 @@ class Converter:
   aliases: dict[str, str] | None = None  # regex group -> name in the T5X template
 
   def config(self, src_dir: str | os.PathLike, dtype: str = "bfloat16") -> ModelConfig:
-    hf_config = read_config(src_dir)
+    hf_config, path = read_config(src_dir), pathlib.Path(src_dir) / "config.json"
     if hf_config.get("model_type") not in self.model_types:
-      raise ValueError(f"{pathlib.Path(src_dir) / 'config.json'}: model_type "
+      raise ValueError(f"{path}: model_type "
                        f"{hf_config.get('model_type')!r} is not {' or '.join(self.model_types)}")
-    return self.config_from_hf(hf_config, dtype=dtype)
+    try:
+      return self.config_from_hf(hf_config, dtype=dtype)
+    except KeyError as e:
+      raise ValueError(f"{path}: {e.args[0]}: missing") from None
+    except (TypeError, ValueError, ArithmeticError, AttributeError) as e:  # a field's value
+      raise ValueError(f"{path}: {e}") from None
 
   def convert_params(self, src_dir: str | os.PathLike, config: ModelConfig | None = None
                      ) -> Iterator[tuple[Path, np.ndarray]]:

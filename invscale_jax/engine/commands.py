@@ -8,31 +8,63 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 
 import gin
 
+from invscale_jax import checks
 from invscale_jax import family as family_lib
 from invscale_jax import overview, storage
 from invscale_jax.data import datadir
 from invscale_jax.engine import hosts
 
 DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
-# Flags that override fields of ScoringOptions when given.
-_OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": int, "seed": int, "dtype": str,
-                 "generation_length": int, "temperature": float, "limit": int, "chunk_size": int,
-                 "tokens_per_batch": int, "model_parallel": int, "prefetch": str}
+# Flags that override fields of ScoringOptions when given (ScoringOptions checks ranges).
+_INT = checks.int_flag()
+_OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": _INT, "seed": _INT,
+                 "dtype": str, "generation_length": _INT,
+                 "temperature": checks.float_flag(0, 1e6), "limit": _INT,
+                 "chunk_size": _INT, "tokens_per_batch": _INT, "model_parallel": _INT,
+                 "prefetch": str}
+GIN_FILE_BYTES = 1 << 20  # the most read of a --gin_file
 
 
-def _split(value: str | None) -> list[str]:
-  return [v for v in (value or "").split(",") if v]
+def _check_gin_file(path: str) -> None:
+  """A --gin_file must be a regular file of UTF-8 text, small enough to parse at once."""
+  if not storage.is_file(path):
+    raise FileNotFoundError(f"--gin_file {path}: not a file")
+  data = storage.read_bytes(path)
+  if len(data) > GIN_FILE_BYTES:
+    raise ValueError(f"--gin_file {path}: {len(data)} bytes; a gin file holds at most "
+                     f"{GIN_FILE_BYTES}")
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"--gin_file {path}: not a gin file (not UTF-8 text at byte "
+                     f"{e.start})") from None
 
 
 def parse_gin(files: list[str] | None, bindings: list[str] | None) -> None:
-  """Replaces gin's bindings with this run's (a process may run several commands)."""
+  """Replaces gin's bindings with this run's (a process may run several commands). Each
+  file and binding is parsed on its own, so that an error names it."""
+  files = [str(f) for f in files or [DEFAULT_GIN]]
+  for f in files:
+    _check_gin_file(f)
+  sources = [(f"--gin_file {f}", functools.partial(gin.parse_config_file, f)) for f in files]
+  sources += [(f"--gin_bindings {b!r}", functools.partial(gin.parse_config, b))
+              for b in bindings or []]
   with gin.unlock_config():
     gin.clear_config()
-    gin.parse_config_files_and_bindings([str(f) for f in (files or [DEFAULT_GIN])],
-                                        bindings or [], finalize_config=False)
+    for where, parse in sources:
+      try:
+        parse()
+      except SyntaxError as e:  # gin's parse errors
+        raise ValueError(f"{where}:{e.lineno}: not valid gin: {e.msg}") from None
+      except (ValueError, KeyError, OSError, ImportError) as e:  # unknown names, includes
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{where}: {message}".partition("\n")[0]) from None
+      except RecursionError:
+        raise ValueError(f"{where}: includes itself") from None
 
 
 def options_from_args(args: argparse.Namespace):
@@ -51,12 +83,13 @@ def _score(args: argparse.Namespace) -> int:
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
   data_dir = datadir.resolve(args.data_dir)
-  tasks = _split(args.tasks) or [s.name for s in datadir.present_tasks(data_dir)]
+  tasks = checks.names(args.tasks, "--tasks") or [
+      s.name for s in datadir.present_tasks(data_dir)]
   if not tasks:
     raise FileNotFoundError(f"{data_dir}: no task files; run `invscale data download` or "
                             f"point --data_dir at the release")
-  variants = _split(args.variants) or ["zero_shot"]
-  models, out = _split(args.model) or None, storage.absolute(args.out)
+  variants = checks.names(args.variants, "--variants") or ["zero_shot"]
+  models, out = checks.names(args.model, "--model") or None, storage.absolute(args.out)
   if args.dry_run:
     from invscale_jax.engine import dry_run  # pylint: disable=g-import-not-at-top
     print(dry_run.describe(family, models, tasks, variants, data_dir, out, options), end="")
@@ -81,7 +114,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--tasks", help="comma-separated tasks (default: all present in the data dir)")
   p.add_argument("--variants", help="comma-separated prompt variants (default: zero_shot)")
   p.add_argument("--data_dir", help=f"task data directory (default: ${datadir.ENV_VAR})")
-  p.add_argument("--out", required=True, help="results directory")
+  p.add_argument("--out", required=True, type=checks.path_flag, help="results directory")
   p.add_argument("--gin_file", action="append", help=f"gin files (default: {DEFAULT_GIN.name})")
   p.add_argument("--gin_bindings", action="append", help="gin bindings, e.g. 'ScoringOptions.pack = False'")
   for name, kind in _OPTION_FLAGS.items():

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
 
-from invscale_jax import catalog, records, results, storage
+from invscale_jax import catalog, checks, records, results, storage
 from invscale_jax import vocab_spec
 from invscale_jax.data import datadir
 from invscale_jax.data import variants as variants_lib
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
   from invscale_jax.engine.requests import Request
 
 TOKENIZATIONS = ("separate", "joint")
+MAX_LENGTH = 1 << 20  # tokens of a sequence: far above any model's context
 DTYPES = ("float32", "bfloat16")
 PREFETCH = ("auto", "on", "off")
 
@@ -44,9 +46,11 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
   """(field, what is wrong) for every invalid option."""
   checks = [
       ("tokenization", o.tokenization in TOKENIZATIONS, f"must be one of {TOKENIZATIONS}"),
-      ("bos", isinstance(o.bos, str) and (o.bos in ("model", "none") or o.bos.isdigit()),
+      ("bos", isinstance(o.bos, str) and (o.bos in ("model", "none") or re.fullmatch(
+          "[0-9]{1,18}", o.bos, re.ASCII) is not None),
        "must be 'model' (the model's convention), 'none' or a token id"),
-      ("max_length", _is_int(o.max_length, 2), "must be an integer >= 2"),
+      ("max_length", _is_int(o.max_length, 2) and o.max_length <= MAX_LENGTH,
+       f"must be an integer from 2 to {MAX_LENGTH}"),
       ("seed", _is_int(o.seed, 0), "must be an integer >= 0"),
       ("dtype", o.dtype in DTYPES, f"must be one of {DTYPES}"),
       ("generation_length", _is_int(o.generation_length, 1), "must be an integer >= 1"),
@@ -150,7 +154,9 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     max_length = min(options.max_length, config.max_positions or options.max_length)
     vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
-    bos_id = options.bos_id(entry)
+    bos_id = checks.token_id(options.bos_id(entry), config.vocab_size,
+                             f"{family.path}: model {entry.name}: bos_id" if options.bos == "model"
+                             else "--bos (ScoringOptions.bos)")
     for spec in specs:
       for variant in parsed:
         parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
@@ -160,7 +166,12 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
         key = runkey.run_key(parts)
         info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                     family=family.name, model=entry.to_dict())
-        runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
+        run = Run(entry, spec, variant, key, info, bos_id, max_length)
+        if generates(options, run) and options.generation_length >= max_length:
+          raise ValueError(f"--generation_length (ScoringOptions.generation_length): "
+                           f"{options.generation_length} leaves no room for the prompt in "
+                           f"model {entry.name}'s max_length {max_length}")
+        runs.append(run)
   return runs
 
 
