@@ -101,19 +101,42 @@ def _weight_files(src: pathlib.Path) -> list[pathlib.Path]:
   raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (or their index)")
 
 
+class WeightFileError(ValueError):
+  """A weight file that cannot be read (malformed header, lying offsets, not a checkpoint)."""
+
+  def __init__(self, path: pathlib.Path, e: BaseException):
+    reason = str(e).partition("\n")[0] or type(e).__name__
+    super().__init__(f"{path}: not a readable weight file ({reason})")
+
+
+def _guarded(path: pathlib.Path, load: Callable[[], Any]) -> Callable[[], Any]:
+  """`load`, raising WeightFileError for whatever the file's reader raises."""
+  def guarded() -> Any:
+    try:
+      return load()
+    except Exception as e:  # pylint: disable=broad-except  (safetensors, torch: many kinds)
+      raise WeightFileError(path, e) from None
+  return guarded
+
+
 def _stored(path: pathlib.Path) -> Iterator[tuple[str, Callable[[], Any]]]:
   """(name, loader of the torch tensor) of every tensor in one weight file; nothing is read
-  before a loader is called (safetensors reads on demand, .bin files are memory-mapped)."""
+  before a loader is called (safetensors reads on demand, .bin files are memory-mapped).
+  A malformed file raises WeightFileError, when it is opened or when a tensor is loaded."""
   import torch  # pylint: disable=g-import-not-at-top
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
 
   if path.suffix == ".safetensors":
-    with safe_open(path, framework="pt") as f:
-      for name in f.keys():
-        yield name, functools.partial(f.get_tensor, name)
+    with _guarded(path, lambda: safe_open(path, framework="pt"))() as f:
+      for name in _guarded(path, f.keys)():
+        yield name, _guarded(path, functools.partial(f.get_tensor, name))
   else:
-    for name, tensor in torch.load(path, map_location="cpu", mmap=True,
-                                   weights_only=True).items():
+    tensors = _guarded(path, lambda: torch.load(path, map_location="cpu", mmap=True,
+                                                weights_only=True))()
+    if not isinstance(tensors, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
+      raise WeightFileError(path, ValueError("not a dict of named tensors"))
+    for name, tensor in tensors.items():
       yield name, lambda tensor=tensor: tensor
 
 
@@ -126,7 +149,7 @@ def read_tensors(src_dir: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]
   """(HF name, float32 array) of every stored tensor, loading one tensor at a time."""
   for path in _weight_files(pathlib.Path(src_dir)):
     for name, load in _stored(path):
-      yield name, load().float().numpy()
+      yield name, _guarded(path, lambda load=load: load().float().numpy())()
 
 
 def rename(name: str, rules: Iterable[Rule],
@@ -263,9 +286,15 @@ def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelC
   from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
 
   out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
+  created = not out.exists()
   out.mkdir(parents=True, exist_ok=True)
-  tokenizer = tokenizer_fields(src, out, config.architecture)
-  path = checkpoints.write_checkpoint(out, params, step=step)
+  try:  # a weight file found malformed midway leaves nothing behind
+    tokenizer = tokenizer_fields(src, out, config.architecture)
+    path = checkpoints.write_checkpoint(out, params, step=step)
+  except BaseException:
+    if created:
+      shutil.rmtree(out, ignore_errors=True)
+    raise
   (out / "model.gin").write_text(to_gin(config, f"Converted from {src.resolve()}"), "utf-8")
   entry = {"name": out.name, "architecture": config.architecture, "gin": "model.gin",
            "checkpoint": os.path.relpath(path, out), **tokenizer,
