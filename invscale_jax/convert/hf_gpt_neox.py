@@ -71,7 +71,8 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
   return ModelConfig(
       architecture="gpt_neox", vocab_size=hf_config["vocab_size"], emb_dim=hidden,
       num_heads=heads,
-      head_dim=hf.head_dim(hidden, heads, ("hidden_size", "num_attention_heads")), mlp_dim=hf_config["intermediate_size"],
+      head_dim=hf.head_dim(hidden, heads, ("hidden_size", "num_attention_heads")),
+      mlp_dim=hf_config["intermediate_size"],
       num_layers=hf_config["num_hidden_layers"],
       mlp_activations=hf.mlp_config(hf_config["hidden_act"], gated=False),
       norm_eps=hf_config["layer_norm_eps"],

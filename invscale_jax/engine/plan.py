@@ -152,11 +152,16 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     network = runkey.network_identity(config)
     # Learned position tables (OPT, GPT-2) bound the sequence a model can read.
     max_length = min(options.max_length, config.max_positions or options.max_length)
-    vocabulary = vocab_spec.identity(entry.vocabulary)
-    checkpoint = runkey.checkpoint_identity(entry.checkpoint)
     bos_id = checks.token_id(options.bos_id(entry), config.vocab_size,
                              f"{family.path}: model {entry.name}: bos_id" if options.bos == "model"
                              else "--bos (ScoringOptions.bos)")
+    if options.generation_length >= max_length and any(
+        _generates(options, spec, variant) for spec in specs for variant in parsed):
+      raise ValueError(f"--generation_length (ScoringOptions.generation_length): "
+                       f"{options.generation_length} leaves no room for the prompt in "
+                       f"model {entry.name}'s max_length {max_length}")
+    vocabulary = vocab_spec.identity(entry.vocabulary)
+    checkpoint = runkey.checkpoint_identity(entry.checkpoint)
     for spec in specs:
       for variant in parsed:
         parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
@@ -166,20 +171,19 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
         key = runkey.run_key(parts)
         info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                     family=family.name, model=entry.to_dict())
-        run = Run(entry, spec, variant, key, info, bos_id, max_length)
-        if generates(options, run) and options.generation_length >= max_length:
-          raise ValueError(f"--generation_length (ScoringOptions.generation_length): "
-                           f"{options.generation_length} leaves no room for the prompt in "
-                           f"model {entry.name}'s max_length {max_length}")
-        runs.append(run)
+        runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
   return runs
 
 
 def generates(options: ScoringOptions, run: Run) -> bool:
   """Whether a run decodes: CoT variants (or every run with `generate`) of
   classification tasks; sequence-probability tasks are always scored."""
-  return ((run.variant.chain_of_thought or options.generate)
-          and run.task.metric == catalog.CLASSIFICATION)
+  return _generates(options, run.task, run.variant)
+
+
+def _generates(options: ScoringOptions, task: catalog.TaskSpec,
+               variant: variants_lib.Variant) -> bool:
+  return (variant.chain_of_thought or options.generate) and task.metric == catalog.CLASSIFICATION
 
 
 def scores_after_generating(options: ScoringOptions) -> bool:
