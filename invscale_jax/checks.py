@@ -143,7 +143,6 @@ def run_info(info: dict[str, Any], where: str, record_kinds: tuple[str, ...]) ->
     if field in info and not _count(info[field]):
       fail(field, "an integer >= 0")
   if "record_kinds" in info and (not isinstance(info["record_kinds"], list)
-                                 or not info["record_kinds"]
                                  or any(k not in record_kinds for k in info["record_kinds"])):
     fail("record_kinds", f"a list of {', '.join(record_kinds)}")
   if "model" not in info:

@@ -168,7 +168,6 @@ def test_generation_length_must_leave_room_for_the_prompt(tmp_path, run_cli: Run
 @pytest.mark.parametrize("flag, value, message", [
     ("--limit", "\u0661", "must be an integer, got '\u0661'"),
     ("--max_length", "1_000", "must be an integer, got '1_000'"),
-    ("--temperature", "nan", "must be a number from 0 to 1e+06, got 'nan'"),
     ("--out", "", "must be a path, got an empty string"),
 ])
 def test_score_flag_values(flag, value, message, tmp_path, run_cli: RunCli, capsys) -> None:

@@ -23,7 +23,7 @@ DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
 _INT = checks.int_flag()
 _OPTION_FLAGS = {"tokenization": str, "bos": str, "max_length": _INT, "seed": _INT,
                  "dtype": str, "generation_length": _INT,
-                 "temperature": checks.float_flag(0, 1e6), "limit": _INT,
+                 "temperature": float, "limit": _INT,
                  "chunk_size": _INT, "tokens_per_batch": _INT, "model_parallel": _INT,
                  "prefetch": str}
 GIN_FILE_BYTES = 1 << 20  # the most read of a --gin_file
