@@ -145,6 +145,8 @@ def test_hostile_hf_config_json(config, message, tmp_path, run_cli: RunCli) -> N
      "{data}/redefine_classification.jsonl:1: not valid gin: Unexpected token."),
     (("--gin_file", "{self_gin}"), "--gin_file {self_gin}: includes itself"),
     (("--gin_file", "{data}"), "--gin_file {data}: not a file"),
+    (("--gin_bindings", "ScoringOptions.pack = %rm_rf"),
+     "gin bindings of ScoringOptions: %rm_rf is not bound to a value"),
     (("--model", ","), "--model: empty name in ','; give comma-separated names"),
     (("--tasks", "redefine,"), "--tasks: empty name in 'redefine,'; give comma-separated names"),
 ])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import re
 
 import gin
 
@@ -74,7 +75,13 @@ def options_from_args(args: argparse.Namespace):
     given["token_logprobs"] = True
   if args.command == "generate":
     given["generate"] = True
-  return dataclasses.replace(ScoringOptions(), **given)
+  try:
+    bound = ScoringOptions()  # gin supplies the values bound in the gin files and bindings
+  except TypeError as e:  # a binding gin cannot call, e.g. an undefined %macro
+    macro = re.search(r"configurable 'macro' .* in scope '([^']+)'", str(e))
+    raise ValueError(f"gin bindings of ScoringOptions: %{macro.group(1)} is not bound to a "
+                     "value" if macro else f"gin bindings of ScoringOptions: {e}") from None
+  return dataclasses.replace(bound, **given)
 
 
 def _score(args: argparse.Namespace) -> int:
