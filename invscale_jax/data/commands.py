@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from invscale_jax import catalog, storage
+from invscale_jax import catalog, checks, storage
 from invscale_jax.data import datadir, download, loader
 
 
@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--vocabulary", help="the model's vocabulary: a SentencePiece .model file, a "
                                       "tokenizer.json, or a JSON spec (default: bytes)")
   p.add_argument("--data_dir", help=dir_help)
-  p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
-  p.add_argument("--max_length", type=int, default=2048,
+  p.add_argument("--seed", type=checks.int_flag(0), default=0, help="few-shot sampling seed")
+  p.add_argument("--max_length", type=checks.int_flag(0), default=2048,
                  help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap)")
   p.set_defaults(func=_tasks_lengths)
