@@ -96,10 +96,14 @@ def token_id(value: int | None, vocab_size: int, what: str) -> int | None:
   return value
 
 
+def _is_positive_number(value: Any) -> bool:
+  return (not isinstance(value, bool) and isinstance(value, (int, float))
+          and math.isfinite(value) and value > 0)
+
+
 def positive_finite(value: Any, what: str) -> None:
   """A number > 0 (e.g. a norm epsilon or rotary theta: 0 or less gives NaN)."""
-  if (isinstance(value, bool) or not isinstance(value, (int, float))
-      or not math.isfinite(value) or value <= 0):
+  if not _is_positive_number(value):
     raise ValueError(f"{what}: must be a finite number > 0, got {value!r}")
 
 
@@ -127,34 +131,24 @@ def _count(value: Any) -> bool:
 def run_info(info: dict[str, Any], where: str, record_kinds: tuple[str, ...]) -> None:
   """Refuses a run.json whose fields (those present) have the wrong type: results
   directories may come from anyone, and their fields reach arithmetic and tables."""
-  def fail(field: str, expected: str) -> None:
-    raise ValueError(f"{where}: {field}: must be {expected}, got {info_value(field)!r}")
-
-  def info_value(field: str) -> Any:
-    value = info
-    for part in field.split("."):
-      value = value[part]
-    return value
+  def fail(field: str, expected: str, value: Any) -> None:
+    raise ValueError(f"{where}: {field}: must be {expected}, got {value!r}")
 
   for field in _RUN_STRINGS:
     if field in info and (not isinstance(info[field], str) or not info[field]):
-      fail(field, "a non-empty string")
+      fail(field, "a non-empty string", info[field])
   for field in _RUN_COUNTS:
     if field in info and not _count(info[field]):
-      fail(field, "an integer >= 0")
-  if "record_kinds" in info and (not isinstance(info["record_kinds"], list)
-                                 or any(k not in record_kinds for k in info["record_kinds"])):
-    fail("record_kinds", f"a list of {', '.join(record_kinds)}")
-  if "model" not in info:
-    return
-  model = info["model"]
+      fail(field, "an integer >= 0", info[field])
+  kinds = info.get("record_kinds", [])
+  if not isinstance(kinds, list) or any(k not in record_kinds for k in kinds):
+    fail("record_kinds", f"a list of {', '.join(record_kinds)}", kinds)
+  model = info.get("model", {"name": "-"})
   if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
-    fail("model", "an object with a name")
+    fail("model", "an object with a name", model)
   for field in _MODEL_NUMBERS:
-    value = model.get(field)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value) or value <= 0):
-      fail(f"model.{field}", "a finite positive number or null")
+    if model.get(field) is not None and not _is_positive_number(model[field]):
+      fail(f"model.{field}", "a finite positive number or null", model[field])
 
 
 def markdown_text(text: str) -> str:

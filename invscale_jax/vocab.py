@@ -25,8 +25,8 @@ from invscale_jax import storage, vocab_spec
 
 TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json read (Gemma's is 34 MB)
 # The largest part of a tokenizer.json besides its vocabulary and merges: normalizer and
-# pre-tokenizer patterns are compiled when it loads, and a huge one takes gigabytes.
-TOKENIZER_PART_BYTES = 4 << 20
+# pre-tokenizer strings are compiled or added to every text, and a huge one takes gigabytes.
+TOKENIZER_PART_BYTES = 1 << 20
 _TOKENIZER_PARTS = ("normalizer", "pre_tokenizer", "post_processor", "decoder")
 
 

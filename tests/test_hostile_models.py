@@ -65,7 +65,7 @@ def test_huge_tokenizer_parts_are_refused_before_loading(tmp_path) -> None:
       "normalizer": {"type": "Replace", "pattern": {"String": "x" * (5 << 20)},
                      "content": ""}}))
   with pytest.raises(ValueError, match=r"tokenizer.json: not a valid hf_tokenizer file "
-                     r"\(its normalizer takes \d+ bytes, more than the 4194304 read\)"):
+                     r"\(its normalizer takes \d+ bytes, more than the 1048576 read\)"):
     vocab_lib.from_spec({"type": "hf_tokenizer", "path": str(path)})
 
 
