@@ -44,7 +44,7 @@ def _is_int(value: Any, minimum: int) -> bool:
 
 def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
   """(field, what is wrong) for every invalid option."""
-  checks = [
+  rules = [
       ("tokenization", o.tokenization in TOKENIZATIONS, f"must be one of {TOKENIZATIONS}"),
       ("bos", isinstance(o.bos, str) and (o.bos in ("model", "none") or re.fullmatch(
           "[0-9]{1,18}", o.bos, re.ASCII) is not None),
@@ -65,7 +65,7 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
       ("prefetch", o.prefetch in PREFETCH, f"must be one of {PREFETCH}"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
        for name in ("token_logprobs", "cot_score", "generate", "pack")]
-  return [(name, problem) for name, ok, problem in checks if not ok]
+  return [(name, problem) for name, ok, problem in rules if not ok]
 
 
 @gin.configurable

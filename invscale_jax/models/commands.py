@@ -114,7 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--name", help="comma-separated model names (default: the model dirs' names)")
   p.add_argument("--checkpoint", action="append",
                  help="the checkpoint of each gin file source, in order")
-  p.add_argument("--step", type=checks.int_flag(0), help="checkpoint step of the model dirs (default: latest)")
+  p.add_argument("--step", type=checks.int_flag(0),
+                 help="checkpoint step of the model dirs (default: latest)")
   p.add_argument("--vocabulary", help="the models' vocabulary (default: the one the gin file "
                                       "names): a .model file, a tokenizer.json or a JSON spec")
   p.add_argument("--train_tokens", help="training tokens D: one value, or one per model")
@@ -124,7 +125,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = sub.add_parser("from-hf", help="a manifest scoring Hugging Face model directories "
                                      "directly (no conversion)")
   p.add_argument("dirs", nargs="+", metavar="HF_DIR")
-  p.add_argument("--out", required=True, type=checks.path_flag, help="manifest path (must not exist)")
+  p.add_argument("--out", required=True, type=checks.path_flag,
+                 help="manifest path (must not exist)")
   p.add_argument("--name", help="comma-separated model names (default: the directories' names)")
   p.add_argument("--family", help="family name (default: the manifest's file name)")
   p.set_defaults(func=_from_hf)
