@@ -15,6 +15,7 @@ import importlib
 import importlib.metadata
 import sys
 
+from invscale_jax import checks
 from invscale_jax import console
 
 # Modules that add subcommands, in the order they appear in `invscale --help`.
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     return int(args.func(args) or 0)
   except (UserError, ValueError, OSError, KeyError) as e:
-    print(f"invscale: error: {_message(e)}", file=sys.stderr)
+    print(f"invscale: error: {checks.printable(_message(e))}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("invscale: interrupted; re-run the same command to resume", file=sys.stderr)

@@ -40,7 +40,8 @@ def warn(message: str) -> None:
 def say(message: str) -> None:
   """Prints a line to stderr, above any progress bar."""
   import tqdm  # pylint: disable=g-import-not-at-top
-  tqdm.tqdm.write(message, file=sys.stderr)
+  from invscale_jax import checks  # pylint: disable=g-import-not-at-top
+  tqdm.tqdm.write(checks.printable(message), file=sys.stderr)
 
 
 @contextlib.contextmanager

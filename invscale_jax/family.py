@@ -142,6 +142,15 @@ def _string(where: str, value: Any, field: str) -> str:
   return value
 
 
+def _name(where: str, value: Any, field: str) -> str:
+  """A model or family name: shown on terminals and in tables, so printable and one line."""
+  name = _string(where, value, field)
+  if not name.isprintable():
+    raise ManifestError(f"{where}: {field}: must not hold control or line-break characters, "
+                        f"got {name!r}")
+  return name
+
+
 def _bos_id(where: str, m: dict[str, Any]) -> int | None:
   if "bos_id" not in m:
     if m["architecture"] not in DEFAULT_BOS:
@@ -209,7 +218,8 @@ def load(path: os.PathLike | str) -> Family:
     for key in ("name", "architecture", "gin", "checkpoint", "vocabulary"):
       if key not in m:
         raise ManifestError(f"{where}: {key}: missing")
-    name, gin, checkpoint = (_string(where, m[k], k) for k in ("name", "gin", "checkpoint"))
+    name = _name(where, m["name"], "name")
+    gin, checkpoint = (_string(where, m[k], k) for k in ("gin", "checkpoint"))
     if name in seen:
       raise ManifestError(f"{where}: name: duplicate model name {name!r}")
     seen.add(name)
@@ -237,7 +247,7 @@ def load(path: os.PathLike | str) -> Family:
   task_dirs = data.get("task_dirs", [])
   if not isinstance(task_dirs, list):
     raise ManifestError(f"{path}: task_dirs: must be a list of directories, got {task_dirs!r}")
-  return Family(name=_string(path, data.get("family", default_name(path)), "family"),
+  return Family(name=_name(path, data.get("family", default_name(path)), "family"),
                 models=tuple(models), path=str(path),
                 description=str(data.get("description", "")),
                 task_dirs=tuple(_resolve(base, _string(path, d, "task_dirs")) for d in task_dirs))

@@ -16,7 +16,7 @@ import numpy as np
 
 from invscale_jax import caveats as caveats_lib
 from invscale_jax import records as records_lib
-from invscale_jax import results, storage
+from invscale_jax import checks, results, storage
 from invscale_jax.report import intervals
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report.errors import ReportError
@@ -141,16 +141,12 @@ HEADER = ["model", "task.variant", "status", "examples", "result", "95%-interval
 
 def table(found: Sequence[RunLine], results_dir: str) -> str:
   """A fixed-width table for the terminal (records paths relative to RESULTS)."""
-  rows = [HEADER] + [_cells(line) for line in found]
+  rows = [HEADER] + [[checks.printable(c) for c in _cells(line)] for line in found]
   widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
   text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-  notes = [f"  {line.model} {line.task}.{line.variant}: {line.note}" for line in found
-           if line.note]
-  return "\n".join([f"results in {results_dir}", *text, *notes]) + "\n"
-
-
-def _markdown_cell(text: str) -> str:
-  return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+  notes = [checks.printable(f"  {line.model} {line.task}.{line.variant}: {line.note}")
+           for line in found if line.note]
+  return "\n".join([checks.printable(f"results in {results_dir}"), *text, *notes]) + "\n"
 
 
 def index_markdown(found: Sequence[RunLine]) -> str:
@@ -164,7 +160,7 @@ def index_markdown(found: Sequence[RunLine]) -> str:
           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
   body = []
   for line in found:
-    cells = [_markdown_cell(c) for c in _cells(line)]
+    cells = [checks.markdown_text(c) for c in _cells(line)]
     cells[-1] = f"[{cells[-1]}]({line.where}/)"
     body.append("| " + " | ".join(cells) + " |")
   return "\n".join(head + body) + "\n"

@@ -41,7 +41,7 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from invscale_jax import records, storage
+from invscale_jax import checks, records, storage
 from invscale_jax.console import warn
 
 RUNS = "runs"
@@ -82,6 +82,7 @@ def read_run_info(directory: str) -> dict[str, Any]:
     raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
   if not isinstance(info, dict):
     raise ValueError(f"{path}: not a JSON object")
+  checks.run_info(info, path, records.KINDS)
   return info
 
 

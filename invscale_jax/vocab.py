@@ -10,6 +10,7 @@ for run keys.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any, Sequence
 
@@ -20,6 +21,31 @@ import tensorflow as tf
 from invscale_jax import storage, vocab_spec
 
 
+
+
+TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json read (Gemma's is 34 MB)
+# The largest part of a tokenizer.json besides its vocabulary and merges: normalizer and
+# pre-tokenizer strings are compiled or added to every text, and a huge one takes gigabytes.
+TOKENIZER_PART_BYTES = 1 << 20
+_TOKENIZER_PARTS = ("normalizer", "pre_tokenizer", "post_processor", "decoder")
+
+
+def _check_tokenizer_file(path: str) -> None:
+  """Refuses a tokenizer.json too large to load in bounded memory (a ValueError)."""
+  size = os.stat(path).st_size
+  if size > TOKENIZER_BYTES:
+    raise ValueError(f"{size} bytes, more than the {TOKENIZER_BYTES} read")
+  if size <= TOKENIZER_PART_BYTES:
+    return
+  with open(path, "rb") as f:
+    data = json.load(f)
+  if not isinstance(data, dict):
+    raise ValueError("not a JSON object")
+  for part in _TOKENIZER_PARTS:
+    n = len(json.dumps(data.get(part)))
+    if n > TOKENIZER_PART_BYTES:
+      raise ValueError(f"its {part} takes {n} bytes, more than the {TOKENIZER_PART_BYTES} "
+                       "read")
 
 
 class HfTokenizerVocabulary(seqio.Vocabulary):
@@ -34,8 +60,12 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     import tokenizers  # pylint: disable=g-import-not-at-top
 
     self._path = str(path)
-    self._tokenizer = tokenizers.Tokenizer.from_file(storage.local_copy(self._path))
+    local = storage.local_copy(self._path)
+    _check_tokenizer_file(local)
+    self._tokenizer = tokenizers.Tokenizer.from_file(local)
     self._eos_id = self._tokenizer.token_to_id(eos_token)
+    # Ids need not be dense: the size is one more than the largest id, not the count.
+    self._size = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
     super().__init__(extra_ids=0)
 
   @property
@@ -48,7 +78,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   @property
   def _base_vocab_size(self) -> int:
-    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+    return self._size
 
   def _encode(self, s: str) -> Sequence[int]:
     return self._tokenizer.encode(s, add_special_tokens=False).ids

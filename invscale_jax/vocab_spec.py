@@ -8,11 +8,10 @@ vocabulary's `identity`) stays fast.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from invscale_jax import content_hash, gin_macros, storage
+from invscale_jax import checks, content_hash, gin_macros, storage
 
 ENV_VAR = gin_macros.VOCABULARY  # the environment variable has the gin macro's name
 HF_DEFAULT_EOS = "<|endoftext|>"  # GPT-2, GPT-NeoX, Qwen2, SmolLM2
@@ -44,8 +43,8 @@ def spec_of(value: Any) -> dict[str, Any]:
   if isinstance(value, dict):
     return dict(value)
   text = str(value)
-  if text.lstrip().startswith("{"):
-    return json.loads(text)
+  if text.lstrip().startswith("{"):  # a spec's JSON: an object (checked by from_spec)
+    return checks.parse_json(text, f"vocabulary {text[:40]!r}")
   if text == "byte":
     return {"type": "byte"}
   return {"type": "sentencepiece" if text.endswith(".model") else "hf_tokenizer", "path": text}

@@ -134,6 +134,22 @@ def test_unknown_dtype_in_zarray(checkpoint):
                                 "parameter decoder/layers_0/mlp/wo/kernel")
 
 
+@pytest.mark.parametrize("chunks, message", [
+    ([1000000000, 1000000000], "chunks (1000000000, 1000000000) of 4000000000000000000 bytes, "
+     "more than the 2147483648 read at once"),
+    ([1e9, 1e9], "bad chunks [1000000000.0, 1000000000.0] for shape (64, 32)"),
+    ([8], "bad chunks [8] for shape (64, 32)")])
+def test_chunks_too_large_to_read(checkpoint, chunks, message):
+  """A lying .zarray would make tensorstore allocate each chunk whole (std::bad_alloc)."""
+  file = os.path.join(checkpoint, WO, ".zarray")
+  with open(file) as f:
+    metadata = json.load(f)
+  with open(file, "w") as f:
+    json.dump({**metadata, "chunks": chunks}, f)
+  assert _error(checkpoint) == (
+      f"checkpoint {checkpoint}: parameter decoder/layers_0/mlp/wo/kernel: {message}")
+
+
 def test_unknown_dtype_inline(tmp_path):
   packed = msgpack.packb(((3,), "float128x", b"\0" * 48), use_bin_type=True)
   contents = {"version": 3, "optimizer": {"target": {"scale": msgpack.ExtType(1, packed)}}}

@@ -110,7 +110,8 @@ def test_report_end_to_end(results, tmp_path, run_cli):
   result = run_cli("report", results, "--out", out, "--external", ext, "--resamples", "400")
   assert result.code == 0, result.err
   assert sorted(p.name for p in out.iterdir()) == sorted(
-      ["metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html", "summary.md"])
+      ["metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html", "summary.md",
+       ".invscale-report"])
   assert not list(tmp_path.glob(".report.*"))  # no temporary directory left behind
 
   rows = list(csv.DictReader(open(out / "metrics.csv")))

@@ -14,6 +14,7 @@ import pytest
 
 from invscale_jax.report import analysis
 from invscale_jax.report import commands
+from invscale_jax.report import output
 from conftest import RunCli
 from test_report_end_to_end import class_records, small_results, write_run
 
@@ -42,7 +43,7 @@ def test_names_are_shown_as_text(tmp_path) -> None:
 
   summary = (out / "summary.md").read_text()
   assert "<img" not in summary and "&lt;img src=x onerror=alert(1)&gt;" in summary
-  assert f"| {FAMILY} | memo-trap |" in summary
+  assert "| " + FAMILY.replace("\\", "\\\\") + " | memo-trap |" in summary  # \ escaped
 
   rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
   assert {r["model"] for r in rows} == {"'" + SMALL, LARGE}
@@ -67,6 +68,7 @@ def test_a_kill_between_the_two_renames_is_recovered_on_the_next_run(tmp_path) -
   before = (out / "metrics.json").read_bytes()
   new = tmp_path / ".report.0123456789abcdef.tmp"
   new.mkdir()
+  (new / output.MARKER).write_bytes(output.MARKER_TEXT)  # a writer's first file
   (new / "metrics.json").write_text("{}")  # a new report, written whole or not
   out.rename(tmp_path / ".report.old")
   assert (tmp_path / ".report.old" / "metrics.json").read_bytes() == before  # not lost
@@ -81,13 +83,39 @@ def test_a_kill_after_the_swap_or_while_writing_is_cleaned_on_the_next_run(tmp_p
   out = tmp_path / "report"
   commands.make_report([str(results)], str(out), options=OPTIONS)
   (tmp_path / ".report.old").mkdir()  # killed after the second rename
+  (tmp_path / ".report.old" / output.MARKER).write_bytes(output.MARKER_TEXT)
   (tmp_path / ".report.old" / "summary.md").write_text("earlier")
-  (tmp_path / ".report.fedcba9876543210.tmp").mkdir()  # killed while writing
+  (tmp_path / ".report.fedcba9876543210.tmp").mkdir()  # killed before writing anything
+  (tmp_path / ".report.0123456789abcdef.tmp").mkdir()  # killed while writing
+  (tmp_path / ".report.0123456789abcdef.tmp" / output.MARKER).write_bytes(output.MARKER_TEXT)
   (tmp_path / ".report.notes.tmp").mkdir()  # not a name the report uses: kept
   commands.make_report([str(results)], str(out), options=OPTIONS)
   assert _leftovers(tmp_path) == [".report.notes.tmp"]
   assert sorted(p.name for p in out.iterdir()) == sorted(
-      ["metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html", "summary.md"])
+      ["metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html", "summary.md",
+       output.MARKER])
+
+
+def test_a_users_dot_old_or_tmp_directory_is_never_removed(tmp_path, run_cli: RunCli) -> None:
+  """`.DIR.old` and `.DIR.<hex>.tmp` beside DIR are removed only when a report writer made
+  them (they hold MARKER): a user's directory of those names stops the write or is kept."""
+  results = small_results(tmp_path / "results")
+  out = tmp_path / "report"
+  commands.make_report([str(results)], str(out), options=OPTIONS)
+  old, tmp = tmp_path / ".report.old", tmp_path / ".report.fedcba9876543210.tmp"
+  for mine in (old, tmp):
+    mine.mkdir()
+    (mine / "metrics.json").write_text("mine")
+  result = run_cli("report", results, "--out", out, "--resamples", "200")
+  assert result.code == 2 and result.err == (
+      f"invscale: error: {old}: exists and is not a report this program wrote (no "
+      f"{output.MARKER}); move it away to write report\n")
+  (old / "metrics.json").unlink()  # an empty one is not a report either
+  assert run_cli("report", results, "--out", out, "--resamples", "200").code == 2
+  old.rmdir()
+  assert run_cli("report", results, "--out", out, "--resamples", "200").code == 0
+  assert (tmp / "metrics.json").read_text() == "mine"
+  assert _leftovers(tmp_path) == [tmp.name]
 
 
 def test_report_respects_the_umask(tmp_path) -> None:

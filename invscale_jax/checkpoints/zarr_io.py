@@ -22,6 +22,7 @@ from invscale_jax.checkpoints.errors import CheckpointError, describe
 
 DEFAULT_MAX_CHUNK_BYTES = 64 * 2**20  # T5X's target chunk size
 _ZARRAY = ".zarray"
+MAX_CHUNK_BYTES = 1 << 31  # the largest chunk read: each is decompressed whole in memory
 _NUMERIC = frozenset(np.dtype(name) for name in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "complex64", "complex128"))
@@ -120,6 +121,21 @@ def _read_zarray(checkpoint: str, name: str, directory: str) -> dict | None:
   return metadata
 
 
+def _check_chunks(checkpoint: str, name: str, chunks: Any, shape: list[int],
+                  dtype: np.dtype) -> None:
+  """Chunks (when given) of the array's rank, each read whole in at most MAX_CHUNK_BYTES."""
+  if chunks is None:
+    return
+  if not (isinstance(chunks, list) and len(chunks) == len(shape) and all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in chunks)):
+    raise CheckpointError(checkpoint, f"parameter {name}: bad chunks {chunks!r} for shape "
+                          f"{tuple(shape)}")
+  if math.prod(chunks) * dtype.itemsize > MAX_CHUNK_BYTES:
+    raise CheckpointError(checkpoint, f"parameter {name}: chunks {tuple(chunks)} of "
+                          f"{math.prod(chunks) * dtype.itemsize} bytes, more than the "
+                          f"{MAX_CHUNK_BYTES} read at once")
+
+
 def zarr_source(checkpoint: str, name: str, ts_spec: Mapping[str, Any]) -> ZarrSource:
   """The array a msgpack tensorstore spec points to (its path is relative to `checkpoint`).
 
@@ -151,6 +167,7 @@ def zarr_source(checkpoint: str, name: str, ts_spec: Mapping[str, Any]) -> ZarrS
   dtype = parse_dtype(dtype_name)
   if dtype is None:
     raise CheckpointError(checkpoint, f"unknown dtype {dtype_name!r} of parameter {name}")
+  _check_chunks(checkpoint, name, metadata.get("chunks"), shape, dtype)
   open_spec = {"driver": "zarr", "kvstore": storage.kvstore_spec(directory),
                "fill_missing_data_reads": False}
   if zarray is None:

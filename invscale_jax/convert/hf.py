@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from invscale_jax import storage
+from invscale_jax import checks, storage
 from invscale_jax.convert import hf_tokenizer
 from invscale_jax.models import ModelConfig, to_gin
 
@@ -26,6 +26,7 @@ Transform = Callable[[np.ndarray], np.ndarray]
 # (HF name regex, T5X name template filled with the regex groups, transform); a None
 # template skips the tensor (buffers, tied copies).
 Rule = tuple[str, str | None, Transform | None]
+JSON_BYTES = 16 << 20  # the most read of a config.json or a weight index
 
 # HF activation names -> ours (models/layers.py ACTIVATIONS).
 ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu",
@@ -67,11 +68,21 @@ def mlp_config(hidden_act: str, gated: bool) -> tuple[str, ...]:
 
 
 def read_config(src_dir: str | os.PathLike) -> dict:
-  return json.loads((pathlib.Path(src_dir) / "config.json").read_text(encoding="utf-8"))
+  return checks.read_json_file(pathlib.Path(src_dir) / "config.json", JSON_BYTES)
+
+
+def head_dim(hidden: Any, heads: Any, names: tuple[str, str]) -> int:
+  """The width of each head, hidden / heads (config.json fields named by `names`)."""
+  for value, name in zip((hidden, heads), names):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+  if hidden % heads:
+    raise ValueError(f"{names[1]} {heads} does not divide {names[0]} {hidden}")
+  return hidden // heads
 
 
 def activation(hf_name: str) -> str:
-  if hf_name not in ACTIVATIONS:
+  if not isinstance(hf_name, str) or hf_name not in ACTIVATIONS:
     raise ValueError(f"unsupported activation {hf_name!r} (supported: {', '.join(ACTIVATIONS)})")
   return ACTIVATIONS[hf_name]
 
@@ -80,7 +91,10 @@ def _weight_files(src: pathlib.Path) -> list[pathlib.Path]:
   for single in ("model.safetensors", "pytorch_model.bin"):
     index = src / f"{single}.index.json"
     if index.is_file():
-      weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+      weight_map = checks.read_json_file(index, JSON_BYTES).get("weight_map")
+      if not isinstance(weight_map, dict) or not all(
+          isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index}: weight_map: must be an object of file names")
       names = sorted(set(weight_map.values()))
       outside = [n for n in names if not storage.stays_inside(n)]
       if outside:  # read, they would not be in the run key (the directory's files are)
@@ -92,19 +106,42 @@ def _weight_files(src: pathlib.Path) -> list[pathlib.Path]:
   raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (or their index)")
 
 
+class WeightFileError(ValueError):
+  """A weight file that cannot be read (malformed header, lying offsets, not a checkpoint)."""
+
+  def __init__(self, path: pathlib.Path, e: BaseException):
+    reason = str(e).partition("\n")[0] or type(e).__name__
+    super().__init__(f"{path}: not a readable weight file ({reason})")
+
+
+def _guarded(path: pathlib.Path, load: Callable[[], Any]) -> Callable[[], Any]:
+  """`load`, raising WeightFileError for whatever the file's reader raises."""
+  def guarded() -> Any:
+    try:
+      return load()
+    except Exception as e:  # pylint: disable=broad-except  (safetensors, torch: many kinds)
+      raise WeightFileError(path, e) from None
+  return guarded
+
+
 def _stored(path: pathlib.Path) -> Iterator[tuple[str, Callable[[], Any]]]:
   """(name, loader of the torch tensor) of every tensor in one weight file; nothing is read
-  before a loader is called (safetensors reads on demand, .bin files are memory-mapped)."""
+  before a loader is called (safetensors reads on demand, .bin files are memory-mapped).
+  A malformed file raises WeightFileError, when it is opened or when a tensor is loaded."""
   import torch  # pylint: disable=g-import-not-at-top
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
 
   if path.suffix == ".safetensors":
-    with safe_open(path, framework="pt") as f:
-      for name in f.keys():
-        yield name, functools.partial(f.get_tensor, name)
+    with _guarded(path, lambda: safe_open(path, framework="pt"))() as f:
+      for name in _guarded(path, f.keys)():
+        yield name, _guarded(path, functools.partial(f.get_tensor, name))
   else:
-    for name, tensor in torch.load(path, map_location="cpu", mmap=True,
-                                   weights_only=True).items():
+    tensors = _guarded(path, lambda: torch.load(path, map_location="cpu", mmap=True,
+                                                weights_only=True))()
+    if not isinstance(tensors, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
+      raise WeightFileError(path, ValueError("not a dict of named tensors"))
+    for name, tensor in tensors.items():
       yield name, lambda tensor=tensor: tensor
 
 
@@ -117,7 +154,7 @@ def read_tensors(src_dir: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]
   """(HF name, float32 array) of every stored tensor, loading one tensor at a time."""
   for path in _weight_files(pathlib.Path(src_dir)):
     for name, load in _stored(path):
-      yield name, load().float().numpy()
+      yield name, _guarded(path, lambda load=load: load().float().numpy())()
 
 
 def rename(name: str, rules: Iterable[Rule],
@@ -191,11 +228,16 @@ class Converter:
   aliases: dict[str, str] | None = None  # regex group -> name in the T5X template
 
   def config(self, src_dir: str | os.PathLike, dtype: str = "bfloat16") -> ModelConfig:
-    hf_config = read_config(src_dir)
+    hf_config, path = read_config(src_dir), pathlib.Path(src_dir) / "config.json"
     if hf_config.get("model_type") not in self.model_types:
-      raise ValueError(f"{pathlib.Path(src_dir) / 'config.json'}: model_type "
+      raise ValueError(f"{path}: model_type "
                        f"{hf_config.get('model_type')!r} is not {' or '.join(self.model_types)}")
-    return self.config_from_hf(hf_config, dtype=dtype)
+    try:
+      return self.config_from_hf(hf_config, dtype=dtype)
+    except KeyError as e:
+      raise ValueError(f"{path}: {e.args[0]}: missing") from None
+    except (TypeError, ValueError, ArithmeticError, AttributeError) as e:  # a field's value
+      raise ValueError(f"{path}: {e}") from None
 
   def convert_params(self, src_dir: str | os.PathLike, config: ModelConfig | None = None
                      ) -> Iterator[tuple[Path, np.ndarray]]:
@@ -249,9 +291,15 @@ def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelC
   from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
 
   out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
+  created = not out.exists()
   out.mkdir(parents=True, exist_ok=True)
-  tokenizer = tokenizer_fields(src, out, config.architecture)
-  path = checkpoints.write_checkpoint(out, params, step=step)
+  try:  # a weight file found malformed midway leaves nothing behind
+    tokenizer = tokenizer_fields(src, out, config.architecture)
+    path = checkpoints.write_checkpoint(out, params, step=step)
+  except BaseException:
+    if created:
+      shutil.rmtree(out, ignore_errors=True)
+    raise
   (out / "model.gin").write_text(to_gin(config, f"Converted from {src.resolve()}"), "utf-8")
   entry = {"name": out.name, "architecture": config.architecture, "gin": "model.gin",
            "checkpoint": os.path.relpath(path, out), **tokenizer,

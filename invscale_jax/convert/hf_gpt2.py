@@ -58,7 +58,8 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
   hidden, heads = hf_config["n_embd"], hf_config["n_head"]
   return ModelConfig(
       architecture="gpt2", vocab_size=hf_config["vocab_size"], emb_dim=hidden, num_heads=heads,
-      head_dim=hidden // heads, mlp_dim=hf_config.get("n_inner") or 4 * hidden,
+      head_dim=hf.head_dim(hidden, heads, ("n_embd", "n_head")),
+      mlp_dim=hf_config.get("n_inner") or 4 * hidden,
       num_layers=hf_config["n_layer"],
       mlp_activations=hf.mlp_config(hf_config.get("activation_function", "gelu_new"),
                                     gated=False),

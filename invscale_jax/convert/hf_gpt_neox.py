@@ -70,7 +70,9 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
   heads, hidden = hf_config["num_attention_heads"], hf_config["hidden_size"]
   return ModelConfig(
       architecture="gpt_neox", vocab_size=hf_config["vocab_size"], emb_dim=hidden,
-      num_heads=heads, head_dim=hidden // heads, mlp_dim=hf_config["intermediate_size"],
+      num_heads=heads,
+      head_dim=hf.head_dim(hidden, heads, ("hidden_size", "num_attention_heads")),
+      mlp_dim=hf_config["intermediate_size"],
       num_layers=hf_config["num_hidden_layers"],
       mlp_activations=hf.mlp_config(hf_config["hidden_act"], gated=False),
       norm_eps=hf_config["layer_norm_eps"],

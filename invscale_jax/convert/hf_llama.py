@@ -65,7 +65,8 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
   rotary_pct, theta, scaling = _rotary(hf_config)
   return ModelConfig(
       architecture="llama", vocab_size=hf_config["vocab_size"], emb_dim=hidden,
-      num_heads=heads, head_dim=hf_config.get("head_dim") or hidden // heads,
+      num_heads=heads, head_dim=hf_config.get("head_dim") or hf.head_dim(
+          hidden, heads, ("hidden_size", "num_attention_heads")),
       num_kv_heads=hf_config.get("num_key_value_heads") or heads,
       mlp_dim=hf_config["intermediate_size"], num_layers=hf_config["num_hidden_layers"],
       mlp_activations=hf.mlp_config(hf_config.get("hidden_act", "silu"), gated=True),

@@ -50,7 +50,8 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
   embed_dim = hf_config.get("word_embed_proj_dim") or hidden
   return ModelConfig(
       architecture="opt", vocab_size=hf_config["vocab_size"], emb_dim=hidden, num_heads=heads,
-      head_dim=hidden // heads, mlp_dim=hf_config["ffn_dim"],
+      head_dim=hf.head_dim(hidden, heads, ("hidden_size", "num_attention_heads")),
+      mlp_dim=hf_config["ffn_dim"],
       num_layers=hf_config["num_hidden_layers"],
       mlp_activations=hf.mlp_config(hf_config["activation_function"], gated=False),
       logits_via_embedding=hf_config.get("tie_word_embeddings", True),

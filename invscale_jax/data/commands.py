@@ -8,7 +8,7 @@ import sys
 
 from typing import Sequence
 
-from invscale_jax import catalog, storage, task_registry
+from invscale_jax import catalog, checks, storage, task_registry
 from invscale_jax.data import datadir, declarations, download, loader, variants
 
 
@@ -221,18 +221,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                  help="a task and prompt variant, e.g. memo-trap.1_shot or "
                       "invscale:memo_trap.zero_shot")
   add_task_dirs_flag(p)
-  p.add_argument("--example", type=int, default=0,
+  p.add_argument("--example", type=checks.int_flag(0), default=0,
                  help="the example's 0-based row in the task file (default: %(default)s)")
   p.add_argument("--vocabulary", help="count tokens with the model's vocabulary: a "
                                       "SentencePiece .model file, a tokenizer.json, or a JSON "
                                       "spec (default: bytes)")
   p.add_argument("--data_dir", help=dir_help)
-  p.add_argument("--seed", type=int, default=0,
+  p.add_argument("--seed", type=checks.int_flag(0), default=0,
                  help="few-shot sampling seed, as `score --seed` (default: %(default)s)")
-  p.add_argument("--max_length", type=int, default=2048,
+  p.add_argument("--max_length", type=checks.int_flag(0), default=2048,
                  help="token budget, as `score --max_length`: demonstrations that do not fit "
                       "are dropped (0: no cap; default: %(default)s)")
-  p.add_argument("--generation_length", type=int, default=128,
+  p.add_argument("--generation_length", type=checks.int_flag(0), default=128,
                  help="CoT: tokens kept free for the generation (default: %(default)s)")
   p.set_defaults(func=_tasks_show)
 
@@ -244,8 +244,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--vocabulary", help="the model's vocabulary: a SentencePiece .model file, a "
                                       "tokenizer.json, or a JSON spec (default: bytes)")
   p.add_argument("--data_dir", help=dir_help)
-  p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
-  p.add_argument("--max_length", type=int, default=2048,
+  p.add_argument("--seed", type=checks.int_flag(0), default=0, help="few-shot sampling seed")
+  p.add_argument("--max_length", type=checks.int_flag(0), default=2048,
                  help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap; "
                       "default: %(default)s)")
   p.set_defaults(func=_tasks_lengths)

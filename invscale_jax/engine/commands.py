@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import re
 
 import gin
 
+from invscale_jax import checks
 from invscale_jax import family as family_lib
 from invscale_jax import overview, storage, task_registry
 from invscale_jax.data import commands as data_commands
@@ -19,6 +22,7 @@ from invscale_jax.engine import hosts
 from invscale_jax.engine import plan as plan_lib
 
 DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
+_INT = checks.int_flag()
 # Flags that override fields of ScoringOptions when given: (type, choices, what it does).
 # Their help adds the default (the ScoringOptions field's, unless a gin file binds another).
 _OPTION_FLAGS = {
@@ -28,37 +32,64 @@ _OPTION_FLAGS = {
                      "tokens scored)"),
     "bos": (str, None, "token put before each prompt: model (the manifest's bos_id, the "
                        "model's own convention), none, or a token id"),
-    "max_length": (int, None, "tokens a row may hold (BOS + prompt + class, + generation for "
+    "max_length": (_INT, None, "tokens a row may hold (BOS + prompt + class, + generation for "
                               "CoT), capped at a model's position table; longer prompts "
                               "lose demonstrations, then their start, and are counted"),
-    "seed": (int, None, "seed of few-shot demonstration sampling and of CoT sampling"),
+    "seed": (_INT, None, "seed of few-shot demonstration sampling and of CoT sampling"),
     "dtype": (str, plan_lib.DTYPES, "activation dtype (weights are read as stored)"),
-    "generation_length": (int, None, "CoT and generate: tokens generated per example"),
+    "generation_length": (_INT, None, "CoT and generate: tokens generated per example"),
     "temperature": (float, None, "CoT and generate: sampling temperature, 0 = greedy"),
-    "limit": (int, None, "score only the first N examples of each task, as a run of its "
+    "limit": (_INT, None, "score only the first N examples of each task, as a run of its "
                          "own (0: all)"),
-    "chunk_size": (int, None, "examples per results chunk file (speed and resume "
+    "chunk_size": (_INT, None, "examples per results chunk file (speed and resume "
                               "granularity only)"),
-    "tokens_per_batch": (int, None, "tokens per device batch (speed only); 0: as many as "
+    "tokens_per_batch": (_INT, None, "tokens per device batch (speed only); 0: as many as "
                                     "fit in device memory"),
-    "model_parallel": (int, None, "devices each model is sharded over; the rest split the "
+    "model_parallel": (_INT, None, "devices each model is sharded over; the rest split the "
                                   "batch (speed only)"),
     "prefetch": (str, plan_lib.PREFETCH, "load the next model while one scores: auto (on "
                                          "accelerators, when it fits), on or off (speed "
                                          "only)"),
 }
+GIN_FILE_BYTES = 1 << 20  # the most read of a --gin_file
 
 
-def _split(value: str | None) -> list[str]:
-  return [v for v in (value or "").split(",") if v]
+def _check_gin_file(path: str) -> None:
+  """A --gin_file must be a regular file of UTF-8 text, small enough to parse at once."""
+  if not storage.is_file(path):
+    raise FileNotFoundError(f"--gin_file {path}: not a file")
+  data = storage.read_bytes(path)
+  if len(data) > GIN_FILE_BYTES:
+    raise ValueError(f"--gin_file {path}: {len(data)} bytes; a gin file holds at most "
+                     f"{GIN_FILE_BYTES}")
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"--gin_file {path}: not a gin file (not UTF-8 text at byte "
+                     f"{e.start})") from None
 
 
 def parse_gin(files: list[str] | None, bindings: list[str] | None) -> None:
-  """Replaces gin's bindings with this run's (a process may run several commands)."""
+  """Replaces gin's bindings with this run's (a process may run several commands). Each
+  file and binding is parsed on its own, so that an error names it."""
+  files = [str(f) for f in files or [DEFAULT_GIN]]
+  for f in files:
+    _check_gin_file(f)
+  sources = [(f"--gin_file {f}", functools.partial(gin.parse_config_file, f)) for f in files]
+  sources += [(f"--gin_bindings {b!r}", functools.partial(gin.parse_config, b))
+              for b in bindings or []]
   with gin.unlock_config():
     gin.clear_config()
-    gin.parse_config_files_and_bindings([str(f) for f in (files or [DEFAULT_GIN])],
-                                        bindings or [], finalize_config=False)
+    for where, parse in sources:
+      try:
+        parse()
+      except SyntaxError as e:  # gin's parse errors
+        raise ValueError(f"{where}:{e.lineno}: not valid gin: {e.msg}") from None
+      except (ValueError, KeyError, OSError, ImportError) as e:  # unknown names, includes
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{where}: {message}".partition("\n")[0]) from None
+      except RecursionError:
+        raise ValueError(f"{where}: includes itself") from None
 
 
 def options_from_args(args: argparse.Namespace):
@@ -67,7 +98,13 @@ def options_from_args(args: argparse.Namespace):
     given["token_logprobs"] = True
   if args.command == "generate":
     given["generate"] = True
-  return dataclasses.replace(plan_lib.ScoringOptions(), **given)
+  try:
+    bound = plan_lib.ScoringOptions()  # gin supplies the values bound in the gin files and bindings
+  except TypeError as e:  # a binding gin cannot call, e.g. an undefined %macro
+    macro = re.search(r"configurable 'macro' .* in scope '([^']+)'", str(e))
+    raise ValueError(f"gin bindings of ScoringOptions: %{macro.group(1)} is not bound to a "
+                     "value" if macro else f"gin bindings of ScoringOptions: {e}") from None
+  return dataclasses.replace(bound, **given)
 
 
 def _checked_data_dir(flag: str | None) -> str:
@@ -88,10 +125,10 @@ def _score(args: argparse.Namespace) -> int:
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
   data_commands.use_task_dirs(args.task_dirs, family.task_dirs)
-  models = _split(args.model) or None
+  models = checks.names(args.model, "--model") or None
   for name in models or ():
     family.get(name)
-  tasks = _split(args.tasks)
+  tasks = checks.names(args.tasks, "--tasks")
   named = [task_registry.parse(t)[0] for t in tasks]  # unknown task names fail first
   # Your own tasks read their files from their task directories, not the data dir.
   data_dir = (_checked_data_dir(args.data_dir) if not tasks or any(s.prize for s in named)
@@ -101,7 +138,7 @@ def _score(args: argparse.Namespace) -> int:
   if not tasks:
     raise FileNotFoundError(f"{data_dir}: no task files; run `invscale data download` or "
                             f"point --data_dir at the release")
-  variants = _split(args.variants) or ["zero_shot"]
+  variants = checks.names(args.variants, "--variants") or ["zero_shot"]
   plan_lib.task_variants(tasks, variants)  # unknown names fail now, before anything heavy
   out = storage.absolute(args.out)
   hosts.initialize()
@@ -128,7 +165,9 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _metavar(kind: type, choices: tuple[str, ...] | None) -> str:
-  return "{" + ",".join(choices) + "}" if choices else kind.__name__.upper()
+  if choices:
+    return "{" + ",".join(choices) + "}"
+  return "INT" if kind is _INT else kind.__name__.upper()
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -150,7 +189,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data_dir", metavar="DIR",
                  help=f"task data directory, local or gs:// (default: gin macro "
                       f"{datadir.ENV_VAR}, ${datadir.ENV_VAR}, {datadir.DEFAULT})")
-  p.add_argument("--out", required=True, metavar="RESULTS",
+  p.add_argument("--out", required=True, type=checks.path_flag, metavar="RESULTS",
                  help="results directory, local or gs:// (created; a re-run resumes there)")
   p.add_argument("--gin_file", action="append", metavar="FILE",
                  help=f"gin file binding ScoringOptions, repeatable (default: "

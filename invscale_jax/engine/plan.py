@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
 
-from invscale_jax import catalog, records, results, storage, task_registry
+from invscale_jax import catalog, checks, records, results, storage, task_registry
 from invscale_jax import vocab_spec
 from invscale_jax.data import datadir, loader
 from invscale_jax.data import variants as variants_lib
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
   from invscale_jax.engine.requests import Request
 
 TOKENIZATIONS = ("separate", "joint")
+MAX_LENGTH = 1 << 20  # tokens of a sequence: far above any model's context
 DTYPES = ("float32", "bfloat16")
 PREFETCH = ("auto", "on", "off")
 
@@ -42,11 +44,13 @@ def _is_int(value: Any, minimum: int) -> bool:
 
 def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
   """(field, what is wrong) for every invalid option."""
-  checks = [
+  rules = [
       ("tokenization", o.tokenization in TOKENIZATIONS, f"must be one of {TOKENIZATIONS}"),
-      ("bos", isinstance(o.bos, str) and (o.bos in ("model", "none") or o.bos.isdigit()),
+      ("bos", isinstance(o.bos, str) and (o.bos in ("model", "none") or re.fullmatch(
+          "[0-9]{1,18}", o.bos, re.ASCII) is not None),
        "must be 'model' (the model's convention), 'none' or a token id"),
-      ("max_length", _is_int(o.max_length, 2), "must be an integer >= 2"),
+      ("max_length", _is_int(o.max_length, 2) and o.max_length <= MAX_LENGTH,
+       f"must be an integer from 2 to {MAX_LENGTH}"),
       ("seed", _is_int(o.seed, 0), "must be an integer >= 0"),
       ("dtype", o.dtype in DTYPES, f"must be one of {DTYPES}"),
       ("generation_length", _is_int(o.generation_length, 1), "must be an integer >= 1"),
@@ -61,7 +65,7 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
       ("prefetch", o.prefetch in PREFETCH, f"must be one of {PREFETCH}"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
        for name in ("token_logprobs", "cot_score", "generate", "pack")]
-  return [(name, problem) for name, ok, problem in checks if not ok]
+  return [(name, problem) for name, ok, problem in rules if not ok]
 
 
 @gin.configurable
@@ -186,9 +190,16 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     network = runkey.network_identity(config)
     # Learned position tables (OPT, GPT-2) bound the sequence a model can read.
     max_length = min(options.max_length, config.max_positions or options.max_length)
+    bos_id = checks.token_id(options.bos_id(entry), config.vocab_size,
+                             f"{family.path}: model {entry.name}: bos_id" if options.bos == "model"
+                             else "--bos (ScoringOptions.bos)")
+    if options.generation_length >= max_length and any(
+        _generates(options, spec, variant) for spec, variant in pairs):
+      raise ValueError(f"--generation_length (ScoringOptions.generation_length): "
+                       f"{options.generation_length} leaves no room for the prompt in "
+                       f"model {entry.name}'s max_length {max_length}")
     vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
-    bos_id = options.bos_id(entry)
     for spec, variant in pairs:
       parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
                "vocabulary": vocabulary, "bos_id": bos_id, "max_length": max_length,
@@ -208,8 +219,12 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
 def generates(options: ScoringOptions, run: Run) -> bool:
   """Whether a run decodes: CoT variants (or every run with `generate`) of
   classification tasks; sequence-probability tasks are always scored."""
-  return ((run.variant.chain_of_thought or options.generate)
-          and run.task.metric == catalog.CLASSIFICATION)
+  return _generates(options, run.task, run.variant)
+
+
+def _generates(options: ScoringOptions, task: catalog.TaskSpec,
+               variant: variants_lib.Variant) -> bool:
+  return (variant.chain_of_thought or options.generate) and task.metric == catalog.CLASSIFICATION
 
 
 def scores_after_generating(options: ScoringOptions) -> bool:

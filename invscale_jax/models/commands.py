@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import tempfile
 
+from invscale_jax import checks
 from invscale_jax import family as family_lib
 from invscale_jax import hf_cache
 
@@ -101,9 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   fam = subparsers.add_parser("family", help="scaled families of models")
   sub = fam.add_subparsers(dest="family_command", required=True)
   p = sub.add_parser("init-tiny", help="create the embedded tiny family (T5X checkpoints + manifest)")
-  p.add_argument("--out", required=True, metavar="DIR",
+  p.add_argument("--out", required=True, type=checks.path_flag, metavar="DIR",
                  help="directory to write the checkpoints and manifest.json into")
-  p.add_argument("--seed", type=int, default=0,
+  p.add_argument("--seed", type=checks.int_flag(0, 2**31 - 1), default=0,
                  help="seed of the random initialisation (default: %(default)s)")
   p.add_argument("--format", choices=("legacy", "orbax"), default="legacy",
                  help="checkpoint layout: T5X legacy (msgpack + zarr) or Orbax (T5X's default)")
@@ -119,11 +120,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "(config.gin + checkpoint_<step>/) or T5X gin files")
   p.add_argument("sources", nargs="+", metavar="DIR_OR_GIN",
                  help="T5X model dirs, or T5X gin files (each with a --checkpoint)")
-  p.add_argument("--out", required=True, help="manifest to write (JSON)")
+  p.add_argument("--out", required=True, type=checks.path_flag, help="manifest to write (JSON)")
   p.add_argument("--name", help="comma-separated model names (default: the model dirs' names)")
   p.add_argument("--checkpoint", action="append",
                  help="the checkpoint of each gin file source, in order")
-  p.add_argument("--step", type=int, help="checkpoint step of the model dirs (default: latest)")
+  p.add_argument("--step", type=checks.int_flag(0),
+                 help="checkpoint step of the model dirs (default: latest)")
   p.add_argument("--vocabulary", help="the models' vocabulary (default: the one the gin file "
                                       "names): a .model file, a tokenizer.json or a JSON spec")
   p.add_argument("--train_tokens", help="training tokens D: one value, or one per model")
@@ -137,7 +139,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "in the local Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or "
                       "~/.cache/huggingface/hub; never downloaded), kept as that name in the "
                       "manifest")
-  p.add_argument("--out", required=True, help="manifest path (must not exist)")
+  p.add_argument("--out", required=True, type=checks.path_flag,
+                 help="manifest path (must not exist)")
   p.add_argument("--name", help="comma-separated model names (default: the directories' names)")
   p.add_argument("--family", help="family name (default: the manifest's file name, or its "
                                       "directory's name for DIR/manifest.json)")
@@ -152,6 +155,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              ("hf-gpt2", "hf_gpt2", "GPT-2")):
     p = sub.add_parser(name, help=f"{what} (safetensors or PyTorch, with its tokenizer)")
     p.add_argument("--src", required=True, help="Hugging Face model directory")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--step", type=int, default=0, help="checkpoint step number")
+    p.add_argument("--out", required=True, type=checks.path_flag, help="output directory")
+    p.add_argument("--step", type=checks.int_flag(0), default=0, help="checkpoint step number")
     p.set_defaults(func=_convert, converter=module)

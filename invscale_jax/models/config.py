@@ -28,7 +28,7 @@ import ml_dtypes
 import numpy as np
 from gin import config_parser
 
-from invscale_jax import family, storage
+from invscale_jax import checks, family, storage
 from invscale_jax.models import t5x_gin
 
 
@@ -54,6 +54,13 @@ _DECODER_ONLY_FIELDS = dict(dict.fromkeys(_NONE_MEANS), num_kv_heads=0, rotary_s
                             sliding_window=0)
 # Former defaults of every architecture, found in gin files `to_gin` wrote for T5 models.
 _LEGACY_T5_VALUES = dict(rotary_pct=0.25, parallel_residual=True)
+# The largest value of each size field: far above any published model, low enough that a
+# network is built (its shapes traced) in bounded time and memory. Checked before building.
+LIMITS = dict(vocab_size=1 << 22, emb_dim=1 << 17, num_heads=1 << 12, head_dim=1 << 12,
+              mlp_dim=1 << 19, num_layers=1 << 10, num_encoder_layers=1 << 10,
+              num_decoder_layers=1 << 10, num_kv_heads=1 << 12, max_positions=1 << 21,
+              embed_proj_dim=1 << 17, sliding_window=1 << 24, relpos_buckets=1 << 12,
+              relpos_max_distance=1 << 24)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +112,16 @@ class ModelConfig:
     sizes = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim")
     if any(getattr(self, name) <= 0 for name in sizes):
       raise ValueError(f"ModelConfig: {', '.join(sizes)} must be positive")
+    for name, limit in LIMITS.items():
+      if getattr(self, name) > limit:
+        raise ValueError(f"ModelConfig.{name}: {getattr(self, name)} is more than {limit}, "
+                         f"the most this program builds")
+    checks.positive_finite(self.norm_eps, "ModelConfig.norm_eps (the norm epsilon)")
+    checks.positive_finite(self.rotary_base, "ModelConfig.rotary_base (rotary theta)")
+    if self.relpos_buckets < 4 or self.relpos_max_distance <= self.relpos_buckets // 2:
+      raise ValueError(f"ModelConfig: relpos_buckets must be >= 4 and relpos_max_distance "
+                       f"more than half of it, got {self.relpos_buckets} and "
+                       f"{self.relpos_max_distance}")
     if self.architecture not in family.ARCHITECTURES:
       raise ValueError(f"ModelConfig.architecture: {self.architecture!r} is not one of "
                        f"{', '.join(family.ARCHITECTURES)}")
@@ -216,15 +233,17 @@ def _statements(text: str, where: str) -> list[Any]:
     raise ValueError(f"{where}:{e.lineno}: not a valid gin file: {e.msg}") from None
 
 
-def _read_bindings(text: str, where: str, values: dict[str, Any]) -> None:
+def _read_bindings(text: str, where: str, values: dict[str, Any], depth: int = 0) -> None:
   """Adds the `ModelConfig` bindings of gin text (and of the files it includes) to values."""
+  if depth > 32:
+    raise ValueError(f"{where}: includes nest more than 32 deep (an include cycle?)")
   for statement in _statements(text, where):
     if isinstance(statement, config_parser.IncludeStatement):
       path = storage.resolve(family.GIN_DIR, statement.filename)
       if not storage.is_file(path):
         raise FileNotFoundError(f"{where}: include {statement.filename!r}: no such file "
                                 f"(relative includes are looked up in {family.GIN_DIR})")
-      _read_bindings(_read_text(path), path, values)
+      _read_bindings(_read_text(path), path, values, depth + 1)
     elif (isinstance(statement, config_parser.BindingStatement) and not statement.scope
           and statement.selector == "ModelConfig"):
       values[statement.arg_name] = statement.value

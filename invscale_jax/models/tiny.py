@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
 
 import jax
 
@@ -39,7 +39,8 @@ def init_tiny(out: os.PathLike | str, seed: int = 0, sizes: tuple[str, ...] = SI
   if out.exists() and not (out.is_dir() and not any(out.iterdir())):
     raise FileExistsError(f"{out}: exists and is not empty; not writing a family there")
   out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+  tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")
+  tmp.mkdir()  # mode 0777 less the umask (mkdtemp's would be 0700)
   try:
     entries = []
     for name in sizes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from invscale_jax.report.load import Run
 
 COMPUTE, N_PARAMS = "compute", "n_params"
 AXES = ("auto", COMPUTE, N_PARAMS)
+RESAMPLES = (10, 1_000_000)  # the bounds of Options.resamples
+DRAWS_BYTES = 4 << 30  # the most memory the bootstrap draws of one report may take
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +148,18 @@ def _check_resamples(n_steps: int, options: Options) -> None:
     need = int(2 * n_steps / options.alpha)
     raise ReportError(f"--resamples {options.resamples} is too few to find any step "
                       f"significant on a curve with {n_steps} steps; use at least {need}")
+
+
+def _check_draws_memory(groups: Iterable[Sequence[curves_lib.ModelScores]],
+                        resamples: int) -> None:
+  """Refuses, before drawing, `resamples` whose draws would not fit in DRAWS_BYTES: each
+  curve keeps resamples floats per model and per step, held twice while they are built."""
+  rows = sum(len(m.metrics.values) * 2 for models in groups for m in models)
+  need = 2 * 8 * resamples * rows
+  if need > DRAWS_BYTES:
+    raise ReportError(f"--resamples {resamples}: the bootstrap draws of these runs would take "
+                      f"about {need / 2**30:.1f} GiB (at most {DRAWS_BYTES / 2**30:g} GiB); "
+                      f"use at most {resamples * DRAWS_BYTES // need}")
 
 
 def _scores(runs: Sequence[Run], options: Options):
@@ -305,8 +319,11 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
   """Every number of the report; bad input raises ReportError."""
   if options.metric not in metrics_lib.METRICS:
     raise ReportError(f"unknown metric {options.metric!r}")
-  if options.resamples < 10 or not 0 < options.alpha < 0.5 or options.margin < 0:
-    raise ReportError("need resamples >= 10, 0 < alpha < 0.5 and margin >= 0")
+  if (not RESAMPLES[0] <= options.resamples <= RESAMPLES[1] or not 0 < options.alpha < 0.5
+      or not 0 <= options.margin <= 1):  # also False for NaN
+    raise ReportError(f"need {RESAMPLES[0]} <= resamples <= {RESAMPLES[1]}, 0 < alpha < 0.5 "
+                      f"and 0 <= margin <= 1, got {options.resamples}, {options.alpha}, "
+                      f"{options.margin}")
   if options.axis not in AXES or any(n not in metrics_lib.NORMALISATIONS
                                      for n in options.normalise):
     raise ReportError(f"axis must be one of {AXES}; normalise one of "
@@ -319,9 +336,9 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
   for run, em in scored:
     if len(em.example_ids):
       groups[(run.family, run.task, run.variant)].append((run, em))
-  found = _Curves()
-  for (fam, task, variant), members in groups.items():
-    members, restricted = _comparable((fam, task, variant), members)
+  built = {}
+  for key, members in groups.items():
+    members, restricted = _comparable(key, members)
     models = []
     for run, em in members:
       x = run.model.compute if axis == COMPUTE else run.model.n_params
@@ -333,6 +350,10 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
                                   float(x), run.complete, bool(restricted or c and c.marked),
                                   notes)
       models.append(curves_lib.ModelScores(info, em))
+    built[key] = (members, restricted, models)
+  _check_draws_memory([models for _, _, models in built.values()], options.resamples)
+  found = _Curves()
+  for (fam, task, variant), (members, restricted, models) in built.items():
     by_model = {run.model.name: (run, em) for run, em in members}
     for metric, d in curves_lib.task_draws(fam, task, variant, models, options.resamples,
                                            options.seed).items():

@@ -6,6 +6,7 @@ import argparse
 import pathlib
 from typing import Sequence
 
+from invscale_jax import checks
 from invscale_jax import family as family_lib
 from invscale_jax import task_registry
 from invscale_jax.data import commands as data_commands
@@ -49,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = subparsers.add_parser("report", help="scaling curves, shape labels, plots, summary",
                             description=__doc__.splitlines()[0])
   p.add_argument("results", nargs="*", help="RESULTS directories written by `invscale score`")
-  p.add_argument("--out", required=True, help="report directory (replaced atomically)")
+  p.add_argument("--out", required=True, type=checks.path_flag,
+                 help="report directory (replaced atomically)")
   p.add_argument("--family", action="append", default=[], metavar="MANIFEST",
                  help="family manifest whose compute figures override run.json (repeatable)")
   p.add_argument("--external", action="append", default=[], metavar="CSV",
@@ -65,10 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--ties", default=metrics.DEFAULT_TIES, choices=metrics.TIE_RULES,
                  help="accuracy when classes tie for the top score: argmax (the lowest "
                  "index wins, as in the prize's code; default) or fractional (1/k)")
-  p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-  p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-  p.add_argument("--alpha", type=float, default=0.05,
+  p.add_argument("--resamples", type=checks.int_flag(*analysis.RESAMPLES), default=1000,
+                 help="bootstrap resamples (%d to %d; the draws must fit in %d GiB)" % (
+                     *analysis.RESAMPLES, analysis.DRAWS_BYTES >> 30))
+  p.add_argument("--seed", type=checks.int_flag(0, 2**32 - 1), default=0,
+                 help="bootstrap seed")
+  p.add_argument("--alpha", type=checks.float_flag(1e-6, 0.49), default=0.05,
                  help="significance level per curve (Holm over its adjacent steps)")
-  p.add_argument("--margin", type=float, default=0.02,
-                 help="equivalence margin for 'flat': absolute for accuracy, relative for loss")
+  p.add_argument("--margin", type=checks.float_flag(0, 1), default=0.02,
+                 help="equivalence margin for 'flat' (0 to 1): absolute for accuracy, "
+                 "relative for loss")
   p.set_defaults(func=_run)

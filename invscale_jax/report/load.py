@@ -84,7 +84,9 @@ def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
   where = storage.join(run_dir, results_lib.RUN_INFO)
   try:
     info = results_lib.read_run_info(run_dir)
-  except (OSError, ValueError) as e:
+  except ValueError as e:  # names the file and the field
+    raise ReportError(str(e)) from None
+  except OSError as e:
     raise ReportError(f"{where}: unreadable: {e}") from None
   missing = [k for k in _RUN_FIELDS if not isinstance(info, dict) or k not in info]
   if missing:

@@ -1,26 +1,21 @@
 """`summary.md`: the report's sections as Markdown. Titles, table cells and list items
-hold names from user files and are HTML-escaped (Markdown viewers render raw HTML)."""
+hold names from user files and are escaped (`checks.markdown_text`: Markdown viewers render
+raw HTML, links and images)."""
 
 from __future__ import annotations
 
-import html
 from typing import Sequence
 
+from invscale_jax import checks
 from invscale_jax.report import tables
 
-
-def _text(text: str) -> str:
-  return html.escape(text, quote=False)
-
-
-def _cell(text: str) -> str:
-  return _text(text).replace("|", "\\|").replace("\n", " ")
+_text = checks.markdown_text
 
 
 def table(t: tables.Table) -> str:
-  lines = ["| " + " | ".join(map(_cell, t.headers)) + " |",
+  lines = ["| " + " | ".join(map(_text, t.headers)) + " |",
            "|" + "---|" * len(t.headers)]
-  lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in t.rows]
+  lines += ["| " + " | ".join(map(_text, row)) + " |" for row in t.rows]
   return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@ Replacing a directory takes two renames (DIR to `.DIR.old`, the new one to DIR).
 between them leaves the earlier report in `.DIR.old`; the next write into DIR first puts it
 back (or removes it, when DIR is there) and removes the temporary directories killed
 writers left. Writers hold a lock on DIR's parent while they do this, so none ever removes
-another's files.
+another's files. Every report directory (and every temporary one, before anything else is
+written in it) holds the file MARKER: a `.DIR.old` or temporary directory without it is not
+ours and is never removed (a `.DIR.old` that is not ours stops the write).
 
 A `gs://` DIR cannot be swapped (Cloud Storage has no rename; each object is replaced
 whole, one at a time), so there a report is complete only while DIR/COMPLETE lists every
@@ -43,6 +45,8 @@ TITLE = "Inverse scaling report"
 FILES = ("metrics.csv", "metrics.json", "curves.png", "curves.svg", "report.html",
          "summary.md")
 COMPLETE = "COMPLETE"  # a gs:// report's list of files and their sha256
+MARKER = ".invscale-report"  # in every local report directory: this program wrote it
+MARKER_TEXT = b"written by invscale report; the directory is replaced whole by the next one\n"
 
 
 def render(a: Analysis, inputs: Sequence[str]) -> dict[str, bytes]:
@@ -64,7 +68,16 @@ def render(a: Analysis, inputs: Sequence[str]) -> dict[str, bytes]:
 def _replaceable(out: pathlib.Path) -> bool:
   """An existing DIR may be replaced only if it is empty or an earlier report."""
   names = {p.name for p in out.iterdir()}
-  return not names or (names <= set(FILES) and "metrics.json" in names)
+  return not names or (names <= {*FILES, MARKER} and "metrics.json" in names)
+
+
+def _ours(directory: pathlib.Path) -> bool:
+  """Whether `directory` was made by a report writer (it holds MARKER, and only report
+  files); a symlink never is."""
+  if directory.is_symlink() or not directory.is_dir():
+    return False
+  names = {p.name for p in directory.iterdir()}
+  return MARKER in names and names <= {*FILES, MARKER}
 
 
 def check_destination(out_dir: str | pathlib.Path) -> str | pathlib.Path:
@@ -77,7 +90,16 @@ def check_destination(out_dir: str | pathlib.Path) -> str | pathlib.Path:
   out = pathlib.Path(out_dir)
   if out.exists() and not (out.is_dir() and _replaceable(out)):
     raise ReportError(f"{out}: exists and is not a report directory; not overwriting it")
+  _check_old(out)
   return out
+
+
+def _check_old(out: pathlib.Path) -> None:
+  """A `.DIR.old` beside DIR must be one a report writer left (it is removed or restored)."""
+  old = _old(out)
+  if os.path.lexists(old) and not _ours(old):
+    raise ReportError(f"{old}: exists and is not a report this program wrote (no {MARKER}); "
+                      f"move it away to write {out.name}")
 
 
 @contextlib.contextmanager
@@ -97,23 +119,28 @@ def _old(out: pathlib.Path) -> pathlib.Path:
 
 def _recover(out: pathlib.Path) -> None:
   """Undoes or finishes what a killed writer left: `.DIR.old` goes back to DIR when DIR is
-  missing and is removed otherwise; temporary `.DIR.<hex>.tmp` directories are removed."""
-  if _old(out).is_dir():
+  missing and is removed otherwise; temporary `.DIR.<hex>.tmp` directories are removed.
+  Only directories a writer made (MARKER, or an empty temporary one) are touched."""
+  _check_old(out)
+  if _ours(_old(out)):
     if out.exists():
       shutil.rmtree(_old(out))
     else:
       _old(out).rename(out)
   pattern = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{16}}\.tmp")
   for p in out.parent.iterdir():
-    if pattern.fullmatch(p.name) and p.is_dir():
-      shutil.rmtree(p)
+    if pattern.fullmatch(p.name) and not p.is_symlink() and p.is_dir():
+      if _ours(p):
+        shutil.rmtree(p)
+      elif not any(p.iterdir()):  # killed before it wrote MARKER
+        p.rmdir()
 
 
 def _swap(files: dict[str, bytes], out: pathlib.Path) -> None:
   tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")
   tmp.mkdir()  # mode 0777 less the umask, like the files written in it
   try:
-    for name, data in files.items():
+    for name, data in {MARKER: MARKER_TEXT, **files}.items():  # MARKER first
       (tmp / name).write_bytes(data)
     if out.exists():
       out.rename(_old(out))

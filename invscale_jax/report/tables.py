@@ -88,7 +88,7 @@ def _other_checkpoints(a: Analysis, fam: str, task: str, base: str, variant: str
 def variant_section(a: Analysis, metric: str) -> Section:
   """Does a prompt variant (1-shot, chain of thought) change the zero-shot shape? Curves
   with no signal are left out; models scored with other checkpoints are named."""
-  variants = _variants(a)
+  variants = _variants(a) or ["zero_shot"]  # none: external points only
   base, others = variants[0], variants[1:]
   rows, skipped = [], []
   for fam, task, shown in _rows(a, metric):
