@@ -144,6 +144,7 @@ import gin
 import numpy as np
 import seqio
 from t5x import utils
+from t5x_outputs import infer_task, write_inferences_to_file  # T5X's, emulated
 
 
 def _check_vocabularies(dataset_cfg, model):
@@ -162,9 +163,16 @@ def _rows(task, lengths):
           for row in dataset.as_numpy_iterator()]
 
 
-def infer(*, mode, model, dataset_cfg, restore_checkpoint_cfg, output_dir):
+def unigram_row_scores(rows):
+  return [float(np.log((row["targets"] % 7 + 1) / 28.0).sum()) for row in rows]
+
+
+def infer(*, mode, model, dataset_cfg, restore_checkpoint_cfg, output_dir,
+          write_fn=write_inferences_to_file):
   task, vocabulary = _check_vocabularies(dataset_cfg, model)
   lengths = dict(dataset_cfg.task_feature_lengths)
+  if mode == "score":  # the output files, with a unigram model's scores
+    infer_task(task, output_dir, lengths, unigram_row_scores, write_fn)
   return {"mode": mode, "restore_dtype": restore_checkpoint_cfg.dtype, "lengths": lengths,
           "vocabulary": str(vocabulary), "full": _rows(task, None),
           "trimmed": _rows(task, lengths)}
@@ -269,7 +277,8 @@ def run_t5x(t5x_dir: pathlib.Path, tmp_path: pathlib.Path, command: str, files: 
   out = tmp_path / "result.json"
   argv = json.dumps([command, [str(f) for f in files], bindings, str(out)])
   environ = {k: v for k, v in os.environ.items() if not k.startswith("INVSCALE_")}
-  environ.update(env or {}, PYTHONPATH=f"{t5x_dir}{os.pathsep}{REPO}", TF_CPP_MIN_LOG_LEVEL="3",
+  environ.update(env or {}, PYTHONPATH=os.pathsep.join(map(str, (t5x_dir, REPO, REPO / "tests"))),
+                 TF_CPP_MIN_LOG_LEVEL="3",
                  JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, str(t5x_dir / "driver.py"), argv], env=environ,
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -297,17 +306,20 @@ def test_module_imported_after_gin_is_locked(t5x_dir, data_dir, tmp_path) -> Non
     assert cut["targets"] == whole["targets"]
 
 
-def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_path) -> None:
+def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_path,
+                                            run_cli) -> None:
   """infer.gin + gin/t5x/score_invscale.gin: score mode, float32 restore, feature lengths
-  that cut nothing (and no longer than needed), settings as gin macros, and the task's
-  vocabulary equal to the model's SentencePiece vocabulary."""
+  that cut nothing (and no longer than needed), settings as gin macros, the task's
+  vocabulary equal to the model's SentencePiece vocabulary, and output files that
+  `invscale import t5x-infer` reads (the fields the gin file asks for)."""
+  infer_dir = tmp_path / "infer" / "m"
   result = run_t5x(
       t5x_dir, tmp_path, "infer",
       [model_gin(tmp_path, "@seqio.SentencePieceVocabulary()"), t5x_dir / "infer.gin",
        REPO / "gin" / "t5x" / "score_invscale.gin"],
       [f"seqio.SentencePieceVocabulary.sentencepiece_model_file = '{spm_model}'",
        "MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.2_shot'", "CHECKPOINT_PATH = '/unused'",
-       "INFER_OUTPUT_DIR = '/unused'", f"INVSCALE_DATA_DIR = '{data_dir}'",
+       f"INFER_OUTPUT_DIR = '{infer_dir}'", f"INVSCALE_DATA_DIR = '{data_dir}'",
        f"INVSCALE_VOCABULARY = '{spm_model}'", "INVSCALE_SEED = 3"])
   assert result["mode"] == "score" and result["restore_dtype"] == "float32"
   assert "TASK_FEATURE_LENGTHS = @lengths.feature_lengths()" in result["config"]
@@ -316,6 +328,7 @@ def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_p
   full = result["full"]
   assert len(full) == 2 * TASK_ROWS["memo-trap"] and result["trimmed"] == full
   assert result["lengths"] == {k: max(len(row[k]) for row in full) for k in ("inputs", "targets")}
+  import numpy as np  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
 
   import seqio_tasks  # pylint: disable=g-import-not-at-top
@@ -325,6 +338,24 @@ def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_p
               task.get_dataset(sequence_length=None, split="test", shuffle=False)
               .as_numpy_iterator()]
   assert [row["inputs"] for row in full] == expected  # the macros' seed and vocabulary
+
+  manifest = tmp_path / "family.json"
+  manifest.write_text(json.dumps({"family": "t5x", "models": [{
+      "name": "m", "architecture": "decoder_only", "gin": "models/tiny/tiny_1.gin",
+      "checkpoint": "m/checkpoint_0", "vocabulary": {"type": "sentencepiece",
+                                                     "path": str(spm_model)},
+      "n_params": 1000}]}))
+  out = tmp_path / "results"
+  imported = run_cli("import", "t5x-infer", "--family", manifest, "--out", out, infer_dir)
+  assert imported.code == 0, imported.err
+  from conftest import read_results  # pylint: disable=g-import-not-at-top
+  recs = sorted(read_results(out).values(), key=lambda r: (r.example_id, r.class_index))
+  assert [(r.example_id, r.class_index) for r in recs] == [
+      (e, c) for e in range(TASK_ROWS["memo-trap"]) for c in range(2)]
+  assert [r.n_tokens for r in recs] == [len(row["targets"]) for row in full]
+  assert [r.logprob for r in recs] == pytest.approx(
+      [float(np.log((np.array(row["targets"]) % 7 + 1) / 28.0).sum()) for row in full])
+  assert all(r.n_demos_dropped == 0 and r.variant == "2_shot" for r in recs)
 
 
 def test_eval_with_score_metrics(t5x_dir, data_dir, tmp_path) -> None:
