@@ -16,7 +16,9 @@ relative `gin` path is looked up next to the manifest, then in the project's `gi
 folder. `n_params` may be omitted (it is then counted from the checkpoint by
 `resolve_n_params`). `bos_id` is the token the model's own pipeline puts before every
 prompt (null: none); when absent it is the architecture's convention, `DEFAULT_BOS`
-(llama has none: its tokenizers differ, so its entries must say).
+(llama has none: its tokenizers differ, so its entries must say). `encoder_eos` (true by
+default) puts EOS after an encoder-decoder model's encoder input, as T5, Flan-T5, T5X and
+transformers' T5 tokenizer do; false leaves the prompt's tokens alone.
 
 T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
 `"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
@@ -71,6 +73,7 @@ class ModelEntry:
   train_tokens: float | None = None
   train_flops: float | None = None
   bos_id: int | None = None  # token before every prompt (decoder-only architectures)
+  encoder_eos: bool = True  # encoder-decoder: EOS ends the encoder input, as T5 was trained
 
   @property
   def compute(self) -> float | None:
@@ -145,6 +148,13 @@ def _bos_id(where: str, m: dict[str, Any]) -> int | None:
                       f"got {value!r}")
 
 
+def _encoder_eos(where: str, m: dict[str, Any]) -> bool:
+  value = m.get("encoder_eos", True)
+  if not isinstance(value, bool):
+    raise ManifestError(f"{where}: encoder_eos: must be true or false, got {value!r}")
+  return value
+
+
 def load(path: os.PathLike | str) -> Family:
   """Reads and validates a manifest; every problem raises ManifestError naming the field."""
   path = os.fspath(path)
@@ -208,7 +218,7 @@ def load(path: os.PathLike | str) -> Family:
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
-        bos_id=_bos_id(where, m)))
+        bos_id=_bos_id(where, m), encoder_eos=_encoder_eos(where, m)))
   stem = os.path.splitext(storage.basename(path))[0]
   return Family(name=_string(path, data.get("family", stem), "family"),
                 models=tuple(models), path=str(path),

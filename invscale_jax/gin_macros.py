@@ -11,6 +11,7 @@ macros instead, which need no registration and work with and without
   INVSCALE_SEED = 0                  # few-shot sampling
   INVSCALE_MAX_LENGTH = 2048         # prompt budget in tokens (None: no cap)
   INVSCALE_GENERATION_LENGTH = 128   # room kept for chain-of-thought generation
+  INVSCALE_ENCODER_EOS = True        # EOS after the encoder input (default: `encoder_eos`)
 
 or, on a T5X command line, `--gin.INVSCALE_DATA_DIR="'/data/inverse_scaling'"`.
 """
@@ -26,6 +27,7 @@ VOCABULARY = "INVSCALE_VOCABULARY"
 SEED = "INVSCALE_SEED"
 MAX_LENGTH = "INVSCALE_MAX_LENGTH"
 GENERATION_LENGTH = "INVSCALE_GENERATION_LENGTH"
+ENCODER_EOS = "INVSCALE_ENCODER_EOS"
 
 
 def value(name: str, default: Any = None) -> Any:
@@ -41,3 +43,18 @@ def value(name: str, default: Any = None) -> Any:
   if isinstance(bound, gin.config.ConfigurableReference):
     return bound.scoped_configurable_fn() if bound.evaluate else bound.scoped_configurable_fn
   return bound
+
+
+def encoder_eos() -> bool:
+  """Whether the tasks end their `inputs` with EOS: INVSCALE_ENCODER_EOS if bound, else
+  whether T5X's MODEL macro (bound by every T5X model gin file) is an encoder-decoder
+  model, as T5's own SeqIO tasks add EOS to the encoder input and decoder-only ones none."""
+  explicit = value(ENCODER_EOS)
+  if explicit is not None:
+    return bool(explicit)
+  try:
+    model = gin.query_parameter("%MODEL")
+  except ValueError:
+    return False
+  return (isinstance(model, gin.config.ConfigurableReference)
+          and model.configurable.name.endswith("EncoderDecoderModel"))

@@ -70,6 +70,10 @@ class DecoderOnlyModel:
 
   def __init__(self, vocabulary, z_loss=0.0):
     self.input_vocabulary = self.output_vocabulary = vocabulary
+
+
+class EncoderDecoderModel(DecoderOnlyModel):
+  pass
 '''
 
 # Modelled on t5x/configs/runs/infer.gin and eval.gin (only what the stand-ins take).
@@ -256,7 +260,8 @@ def spm_model(tmp_path_factory: pytest.TempPathFactory, data_dir: pathlib.Path) 
   return path
 
 
-def model_gin(root: pathlib.Path, vocabulary: str) -> pathlib.Path:
+def model_gin(root: pathlib.Path, vocabulary: str, model: str = "DecoderOnlyModel"
+              ) -> pathlib.Path:
   """A model gin file naming the model's vocabulary, as T5X's model gin files do."""
   path = root / "model.gin"
   path.write_text(textwrap.dedent(f"""\
@@ -265,8 +270,8 @@ def model_gin(root: pathlib.Path, vocabulary: str) -> pathlib.Path:
       from t5x import models
 
       VOCABULARY = {vocabulary}
-      MODEL = @models.DecoderOnlyModel()
-      models.DecoderOnlyModel.vocabulary = %VOCABULARY
+      MODEL = @models.{model}()
+      models.{model}.vocabulary = %VOCABULARY
       """))
   return path
 
@@ -356,6 +361,35 @@ def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_p
   assert [r.logprob for r in recs] == pytest.approx(
       [float(np.log((np.array(row["targets"]) % 7 + 1) / 28.0).sum()) for row in full])
   assert all(r.n_demos_dropped == 0 and r.variant == "2_shot" for r in recs)
+
+
+@pytest.mark.parametrize("encoder_eos", [None, False])
+def test_encoder_inputs_match_score(t5x_dir, data_dir, tmp_path, encoder_eos) -> None:
+  """With an EncoderDecoderModel the recipe's inputs end with EOS (unless
+  INVSCALE_ENCODER_EOS = False), exactly the encoder inputs `invscale score` builds with its
+  default (or with --no_encoder_eos)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax import family  # pylint: disable=g-import-not-at-top
+  from invscale_jax.engine import loading, plan, requests  # pylint: disable=g-import-not-at-top
+  setting = [] if encoder_eos is None else [f"INVSCALE_ENCODER_EOS = {encoder_eos}"]
+  result = run_t5x(
+      t5x_dir, tmp_path, "infer", [model_gin(tmp_path, "@seqio.ByteVocabulary()",
+                                             "EncoderDecoderModel"), t5x_dir / "infer.gin",
+                                   REPO / "gin" / "t5x" / "score_invscale.gin"],
+      ["MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.1_shot'", "CHECKPOINT_PATH = '/unused'",
+       f"INFER_OUTPUT_DIR = '{tmp_path / 'infer'}'", f"INVSCALE_DATA_DIR = '{data_dir}'",
+       *setting])
+  entry = family.ModelEntry("t5", "encoder_decoder", "", "", {"type": "byte"})
+  run = plan.Run(entry, None, None, "", {}, None, 2048, plan.ScoringOptions(
+      encoder_eos=encoder_eos is None).encoder_eos_for(entry))
+  vocabulary = seqio.ByteVocabulary()
+  task = loading.seqio_task("memo-trap", "1_shot", vocabulary, 0, 2048, 0, str(data_dir))
+  reqs = requests.from_task(task, vocabulary, eos_id=plan.eos_id(run, vocabulary))
+  expected = [r.prefix.tolist() for r in reqs for _ in r.branches]
+  assert [row["inputs"] for row in result["full"]] == expected
+  assert all((row[-1] == vocabulary.eos_id) == (encoder_eos is None) for row in expected)
+  assert result["lengths"]["inputs"] == max(map(len, expected))
 
 
 def test_eval_with_score_metrics(t5x_dir, data_dir, tmp_path) -> None:

@@ -82,7 +82,7 @@ def _tasks_lengths(args: argparse.Namespace) -> int:
   vocabulary = vocab.from_spec(vocab_spec.spec_of(args.vocabulary or "byte"))
   options = seqio_tasks.tasks.PromptOptions(args.seed, args.max_length or None)
   task = seqio_tasks.build_task(spec.name, variant.name, vocabulary, options,
-                                str(datadir.resolve(args.data_dir)))
+                                str(datadir.resolve(args.data_dir)), args.encoder_eos)
   print(f"TASK_FEATURE_LENGTHS = {lengths.max_lengths(task)!r}")
   return 0
 
@@ -125,4 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
   p.add_argument("--max_length", type=int, default=2048,
                  help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap)")
+  p.add_argument("--encoder_eos", action="store_true",
+                 help="count the EOS an encoder-decoder model's inputs end with (T5X's "
+                      "EncoderDecoderModel, as INVSCALE_ENCODER_EOS)")
   p.set_defaults(func=_tasks_lengths)

@@ -40,6 +40,8 @@ def options_from_args(args: argparse.Namespace):
   given = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
   if args.token_logprobs:
     given["token_logprobs"] = True
+  if args.no_encoder_eos:
+    given["encoder_eos"] = False
   if args.command == "generate":
     given["generate"] = True
   return dataclasses.replace(ScoringOptions(), **given)
@@ -87,6 +89,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   for name, kind in _OPTION_FLAGS.items():
     p.add_argument(f"--{name}", type=kind, help=f"override ScoringOptions.{name}")
   p.add_argument("--token_logprobs", action="store_true", help="keep per-token log-probabilities")
+  p.add_argument("--no_encoder_eos", action="store_true",
+                 help="encoder-decoder models: no EOS after the encoder input (default: EOS, "
+                      "as T5 was trained; a manifest entry's encoder_eos false does the same)")
   p.add_argument("--dry_run", action="store_true",
                  help="list each run as complete, partial or to do, with the tokens left and "
                       "a time estimate; load and write nothing")

@@ -60,7 +60,7 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
       ("model_parallel", _is_int(o.model_parallel, 1), "must be an integer >= 1"),
       ("prefetch", o.prefetch in PREFETCH, f"must be one of {PREFETCH}"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
-       for name in ("token_logprobs", "cot_score", "generate", "pack")]
+       for name in ("token_logprobs", "cot_score", "generate", "pack", "encoder_eos")]
   return [(name, problem) for name, ok, problem in checks if not ok]
 
 
@@ -71,6 +71,8 @@ class ScoringOptions:
 
   tokenization: str = "separate"  # or "joint" (the prize pipeline's convention)
   bos: str = "model"  # token before each prompt: the model's convention, "none" or an id
+  encoder_eos: bool = True  # encoder-decoder: EOS after the encoder input (unless the model's
+  #                           manifest entry says encoder_eos false)
   max_length: int = 2048  # tokens, BOS + prompt + target (+ generation for CoT)
   seed: int = 0  # few-shot sampling and generation sampling seed
   dtype: str = "float32"  # activation dtype: float32 or bfloat16
@@ -100,11 +102,18 @@ class ScoringOptions:
       return entry.bos_id
     return None if self.bos == "none" else int(self.bos)
 
+  def encoder_eos_for(self, entry: ModelEntry) -> bool | None:
+    """Whether EOS ends the encoder input of `entry`'s model (None: not encoder-decoder)."""
+    if entry.architecture != "encoder_decoder":
+      return None
+    return self.encoder_eos and entry.encoder_eos
+
   def key_parts(self, variant: variants_lib.Variant) -> dict:
     """The options that determine a run's numbers (CoT options only for CoT variants)."""
     d = dataclasses.asdict(self)
-    # bos and max_length are resolved per model (Run.bos_id, Run.max_length).
-    drop = ["bos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel",
+    # bos, encoder_eos and max_length are resolved per model (Run.bos_id, Run.encoder_eos,
+    # Run.max_length).
+    drop = ["bos", "encoder_eos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel",
             "prefetch"]
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
@@ -122,6 +131,7 @@ class Run:
   info: dict
   bos_id: int | None
   max_length: int  # ScoringOptions.max_length, or less for a model with fewer positions
+  encoder_eos: bool | None = None  # EOS after the encoder input (None: decoder-only)
 
   def dir(self, out: str) -> str:
     return results.run_dir(out, self.key)
@@ -150,17 +160,19 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     max_length = min(options.max_length, config.max_positions or options.max_length)
     vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
-    bos_id = options.bos_id(entry)
+    bos_id, encoder_eos = options.bos_id(entry), options.encoder_eos_for(entry)
     for spec in specs:
       for variant in parsed:
         parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
                  "vocabulary": vocabulary, "bos_id": bos_id, "max_length": max_length,
                  "task": spec.name, "data_sha256": data_hash[spec.name],
                  "variant": variant.name, "options": options.key_parts(variant)}
+        if encoder_eos is not None:  # decoder-only keys stay as they were
+          parts["encoder_eos"] = encoder_eos
         key = runkey.run_key(parts)
         info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                     family=family.name, model=entry.to_dict())
-        runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
+        runs.append(Run(entry, spec, variant, key, info, bos_id, max_length, encoder_eos))
   return runs
 
 
@@ -209,7 +221,12 @@ def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions
   task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, run.max_length,
                             o.generation_length if generates(o, run) else 0, data_dir)
   return requests.from_task(task, vocabulary, o.tokenization, run.max_length, run.bos_id,
-                            o.limit or None)
+                            o.limit or None, eos_id(run, vocabulary))
+
+
+def eos_id(run: Run, vocabulary: seqio.Vocabulary) -> int | None:
+  """The token after the prompt: the vocabulary's EOS for an encoder input that ends so."""
+  return vocabulary.eos_id if run.encoder_eos else None
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:
