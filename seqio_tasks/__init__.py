@@ -1,5 +1,9 @@
-"""Importing this package registers every invscale SeqIO task (`invscale:<task>.<variant>`),
-as a T5X run does with `--gin.MIXTURE_OR_TASK_MODULE="seqio_tasks"`."""
+"""Importing this package registers every invscale SeqIO task (`invscale:<task>.<variant>`).
+
+In a T5X run, import it from a gin file (`import seqio_tasks`, as gin/t5x/*.gin do), or,
+with T5X's deprecated flag, `--gin.MIXTURE_OR_TASK_MODULE="'seqio_tasks'"` (gin needs
+the inner quotes: the value is a Python string).
+"""
 
 from seqio_tasks.tasks import build_task, parse_task_name, register_all, register_variant, task_name
 

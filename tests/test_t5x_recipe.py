@@ -192,7 +192,6 @@ def unigram_scores(dataset):
 
 
 def evaluate(*, model, dataset_cfg, restore_checkpoint_cfg):
-  del restore_checkpoint_cfg
   task, _ = _check_vocabularies(dataset_cfg, model)
   evaluator = seqio.Evaluator(
       dataset_cfg.mixture_or_task_name, seqio.DecoderFeatureConverter(pack=False),
@@ -201,7 +200,7 @@ def evaluate(*, model, dataset_cfg, restore_checkpoint_cfg):
                                   score_fn=unigram_scores)
   [result] = metrics.result().values()
   return {"metrics": {k: float(v) for k, v in result.items()},
-          "full": _rows(task, None)}
+          "full": _rows(task, None), "restore_dtype": restore_checkpoint_cfg.dtype}
 
 
 def main(argv):
@@ -393,16 +392,19 @@ def test_encoder_inputs_match_score(t5x_dir, data_dir, tmp_path, encoder_eos) ->
 
 
 def test_eval_with_score_metrics(t5x_dir, data_dir, tmp_path) -> None:
-  """eval.py's path: module imported after gin is locked, vocabularies checked (eval.py has
-  no switch for that), seqio.Evaluator computing our score metrics from a model's scores."""
+  """eval.py's path with gin/t5x/eval_invscale.gin: the tasks imported by the gin file (no
+  MIXTURE_OR_TASK_MODULE), a k-shot variant registered before eval.py looks it up, float32
+  restore, vocabularies checked (eval.py has no switch for that), seqio.Evaluator
+  computing our score metrics from a model's scores."""
   from seqio_tasks import metrics  # pylint: disable=g-import-not-at-top
 
   result = run_t5x(
       t5x_dir, tmp_path, "evaluate", [model_gin(tmp_path, "@seqio.ByteVocabulary()"),
-                                      t5x_dir / "evaluate.gin"],
-      ["MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.zero_shot'",
-       "MIXTURE_OR_TASK_MODULE = 'seqio_tasks'", "CHECKPOINT_PATH = '/unused'",
+                                      t5x_dir / "evaluate.gin",
+                                      REPO / "gin" / "t5x" / "eval_invscale.gin"],
+      ["MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.2_shot'", "CHECKPOINT_PATH = '/unused'",
        f"INVSCALE_DATA_DIR = '{data_dir}'"])
+  assert result["restore_dtype"] == "float32"
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from invscale_jax.data import datadir  # pylint: disable=g-import-not-at-top
