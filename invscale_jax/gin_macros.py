@@ -12,6 +12,8 @@ macros instead, which need no registration and work with and without
   INVSCALE_MAX_LENGTH = 2048         # prompt budget in tokens (None: no cap)
   INVSCALE_GENERATION_LENGTH = 128   # room kept for chain-of-thought generation
   INVSCALE_ENCODER_EOS = True        # EOS after the encoder input (default: `encoder_eos`)
+  INVSCALE_DATA_SOURCE = 'tfds'      # examples from TFDS, not the files (`data.sources`)
+  INVSCALE_TFDS_DATA_DIR = 'gs://bucket/tensorflow_datasets'
 
 or, on a T5X command line, `--gin.INVSCALE_DATA_DIR="'/data/inverse_scaling'"`.
 """
@@ -28,6 +30,8 @@ SEED = "INVSCALE_SEED"
 MAX_LENGTH = "INVSCALE_MAX_LENGTH"
 GENERATION_LENGTH = "INVSCALE_GENERATION_LENGTH"
 ENCODER_EOS = "INVSCALE_ENCODER_EOS"
+DATA_SOURCE = "INVSCALE_DATA_SOURCE"
+TFDS_DATA_DIR = "INVSCALE_TFDS_DATA_DIR"
 
 
 def value(name: str, default: Any = None) -> Any:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from invscale_jax import catalog, gin_macros
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.data import datadir, variants
+from invscale_jax.data import sources, variants
 from invscale_jax.data.loader import Example
 from seqio_tasks import metrics
 
@@ -92,7 +92,7 @@ def _rows(examples: list[Example], spec: catalog.TaskSpec, variant: variants.Var
 def rows_for(spec: catalog.TaskSpec, variant: variants.Variant, vocabulary: seqio.Vocabulary,
              options: PromptOptions, data_dir: str | None = None) -> dict[str, list[Any]]:
   """The untokenized rows of one task x variant (what the SeqIO source yields)."""
-  examples = datadir.load_task(datadir.resolve(data_dir), spec.name)
+  examples = sources.load_examples(spec, data_dir)
   count = lambda text: len(vocabulary.encode(text))
   reserve = options.generation_length if variant.chain_of_thought else 0
   prompts = variants.build_prompts(examples, variant, options.seed, options.max_length, count,

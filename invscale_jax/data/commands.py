@@ -87,6 +87,24 @@ def _tasks_lengths(args: argparse.Namespace) -> int:
   return 0
 
 
+def _tfds_build(args: argparse.Namespace) -> int:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.data import inverse_scaling_prize as dataset  # pylint: disable=g-import-not-at-top
+  manual_dir = datadir.resolve(args.manual_dir)
+  specs = ([catalog.get(t) for t in args.tasks.split(",")] if args.tasks
+           else datadir.present_tasks(manual_dir))
+  if not specs:
+    raise FileNotFoundError(f"{manual_dir}: no task files; run `invscale data download`")
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  for spec in specs:
+    builder = dataset.InverseScalingPrize(config=spec.seqio_name, data_dir=args.tfds_data_dir)
+    builder.download_and_prepare(download_config=config)
+    print(f"{dataset.NAME}/{spec.seqio_name}: {builder.info.splits[dataset.SPLIT].num_examples} "
+          f"examples in {builder.data_dir}")
+  return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
   data = subparsers.add_parser("data", help="task data: status, validation, download")
   sub = data.add_subparsers(dest="data_command", required=True)
@@ -109,6 +127,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--time_limit", type=float, default=download.TIME_LIMIT,
                  help="seconds allowed for each file in all (default: %(default)g)")
   p.set_defaults(func=_download)
+
+  p = sub.add_parser("tfds-build", help="the TFDS dataset inverse_scaling_prize from the "
+                                        "official files (what `tfds build` does)")
+  p.add_argument("--manual_dir", help=f"the task files (default: as --data_dir: "
+                                      f"{datadir.ENV_VAR}, {datadir.DEFAULT})")
+  p.add_argument("--tfds_data_dir", help="where TFDS writes datasets (default: TFDS's own, "
+                                         "~/tensorflow_datasets)")
+  p.add_argument("--tasks", help="comma-separated task names (default: every file present)")
+  p.set_defaults(func=_tfds_build)
 
   tasks = subparsers.add_parser("tasks", help="registered SeqIO tasks")
   sub = tasks.add_subparsers(dest="tasks_command", required=True)
