@@ -75,3 +75,24 @@ def test_seqio_tasks_read_tfds_as_the_files(tfds_dir, shared_data, monkeypatch, 
   monkeypatch.setenv(gin_macros.DATA_SOURCE, "bigquery")
   with pytest.raises(ValueError, match="INVSCALE_DATA_SOURCE: must be one of files, tfds"):
     reqs(shared_data)
+
+
+def test_score_from_tfds_plans_the_runs_of_the_files(tfds_dir, shared_data, tiny_family,
+                                                      monkeypatch, clean_gin, tmp_path, run_cli):
+  """`invscale score --data_source tfds`: the same run keys as the official files (the
+  dataset holds them, hash checked), with no task file in --data_dir."""
+  from invscale_jax import family  # pylint: disable=g-import-not-at-top
+  from invscale_jax.engine import plan  # pylint: disable=g-import-not-at-top
+
+  fam = family.load(tiny_family)
+  keys = lambda data_dir: [r.key for r in plan.plan(fam, ["tiny-1"], [TASK], ["zero_shot"],
+                                                    str(data_dir), plan.ScoringOptions())]
+  from_files = keys(shared_data)
+  monkeypatch.setenv(gin_macros.TFDS_DATA_DIR, str(tfds_dir))
+  result = run_cli("score", "--family", tiny_family, "--model", "tiny-1", "--tasks", TASK,
+                   "--data_source", "tfds", "--data_dir", tmp_path, "--out", tmp_path / "out",
+                   "--dry_run")
+  assert result.code == 0, result.err
+  assert TASK in result.out and "to do" in result.out  # its 300 requests built from TFDS
+  monkeypatch.setenv(gin_macros.DATA_SOURCE, "tfds")
+  assert keys(tmp_path) == from_files

@@ -12,6 +12,7 @@ import dataclasses
 import gin
 
 from invscale_jax import family as family_lib
+from invscale_jax import gin_macros
 from invscale_jax import overview, storage
 from invscale_jax.data import datadir
 from invscale_jax.engine import hosts
@@ -50,6 +51,8 @@ def options_from_args(args: argparse.Namespace):
 def _score(args: argparse.Namespace) -> int:
   hosts.initialize()
   parse_gin(args.gin_file, args.gin_bindings)
+  if args.data_source:  # the gin macro the SeqIO tasks read (`data.sources`)
+    gin.parse_config(f"{gin_macros.DATA_SOURCE} = {args.data_source!r}")
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
   data_dir = datadir.resolve(args.data_dir)
@@ -83,6 +86,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--tasks", help="comma-separated tasks (default: all present in the data dir)")
   p.add_argument("--variants", help="comma-separated prompt variants (default: zero_shot)")
   p.add_argument("--data_dir", help=f"task data directory (default: ${datadir.ENV_VAR})")
+  p.add_argument("--data_source", choices=("files", "tfds"),
+                 help="read the examples from the task files (default) or from the TFDS "
+                      "dataset inverse_scaling_prize ($INVSCALE_TFDS_DATA_DIR; needs --tasks)")
   p.add_argument("--out", required=True, help="results directory")
   p.add_argument("--gin_file", action="append", help=f"gin files (default: {DEFAULT_GIN.name})")
   p.add_argument("--gin_bindings", action="append", help="gin bindings, e.g. 'ScoringOptions.pack = False'")

@@ -20,7 +20,7 @@ import gin
 
 from invscale_jax import catalog, records, results, storage
 from invscale_jax import vocab_spec
-from invscale_jax.data import datadir
+from invscale_jax.data import datadir, sources
 from invscale_jax.data import variants as variants_lib
 from invscale_jax.engine import packing, runkey
 from invscale_jax.family import Family, ModelEntry
@@ -147,11 +147,15 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   entries = [family.get(m) for m in models] if models else list(family.models)
   specs = [catalog.get(t) for t in tasks]
   parsed = [variants_lib.parse(v) for v in variants]
-  missing = [s.name for s in specs if not storage.is_file(datadir.task_path(data_dir, s))]
+  # The TFDS dataset holds the release's files, checked against their sha256 when built.
+  from_tfds = sources.source() == sources.TFDS
+  missing = [] if from_tfds else [
+      s.name for s in specs if not storage.is_file(datadir.task_path(data_dir, s))]
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
                             f"run `invscale data download --data_dir {data_dir}`")
-  data_hash = {s.name: datadir.sha256_of(datadir.task_path(data_dir, s)) for s in specs}
+  data_hash = {s.name: s.sha256 if from_tfds else datadir.sha256_of(datadir.task_path(data_dir, s))
+               for s in specs}
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
     config = load_config(entry.gin)
