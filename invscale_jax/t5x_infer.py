@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from invscale_jax import catalog, records, storage
+from invscale_jax.console import warn
 from invscale_jax.data import variants as variants_lib
 
 PREFIX = "invscale"  # the SeqIO tasks' names: invscale:<task>.<variant>
@@ -29,6 +30,7 @@ PREFIX = "invscale"  # the SeqIO tasks' names: invscale:<task>.<variant>
 FIELDS = ("example_id", "class_index", "n_classes", "answer_index", "task", "variant",
           "n_demos_dropped", "targets")
 _OUTPUT = re.compile(r"(?P<task>.+)-score\.jsonl-(?P<shard>\d{5})-of-(?P<shards>\d{5})")
+_TMP = re.compile(r"tmp-(?P<task>.+)-\d{5}-of-\d{5}")  # T5X's chunks before they are merged
 COMPLETED = ".COMPLETED"
 
 
@@ -62,6 +64,11 @@ def find_outputs(directory: str) -> list[Output]:
     match = _OUTPUT.fullmatch(name)
     if match and match["task"].startswith(PREFIX + ":"):
       shards.setdefault(match["task"], {})[int(match["shard"])] = (int(match["shards"]), name)
+  for name in sorted(names):
+    match = _TMP.fullmatch(name)
+    if match and match["task"].startswith(PREFIX + ":") and match["task"] not in shards:
+      warn(f"{storage.join(directory, name)}: {match['task']} is still being written by T5X "
+           f"infer (chunks not merged yet); not imported")
   found = []
   for task_name, by_shard in shards.items():
     path = storage.join(directory, next(iter(by_shard.values()))[1])

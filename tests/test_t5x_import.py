@@ -194,3 +194,19 @@ def test_unfinished_or_unasked_outputs(infer_dirs, family4, run_cli, tmp_path):
                    infer_dirs[0], "--model", "tiny-9")
   assert result.code == 2 and "no model named 'tiny-9'" in result.err
   assert not out.exists()
+
+
+def test_outputs_still_being_written_are_named_and_left_out(infer_dirs, family4, run_cli,
+                                                           tmp_path):
+  copy = tmp_path / "tiny-1"
+  shutil.copytree(infer_dirs[0], copy)
+  chunks = copy / "tmp-invscale:memo_trap.1_shot-00000-of-00001"
+  chunks.mkdir()
+  (chunks / "invscale:memo_trap.1_shot-score.jsonl-00000-of-00001-chunk00000").write_text("{}\n")
+  result = run_cli("import", "t5x-infer", "--family", family4.path, "--out", tmp_path / "out",
+                   copy)
+  assert result.code == 0, result.err
+  assert (f"{chunks}: invscale:memo_trap.1_shot is still being written by T5X infer (chunks "
+          f"not merged yet); not imported") in result.err
+  assert {(r.task, r.variant) for r in read_results(tmp_path / "out").values()} == {
+      ("memo-trap", "zero_shot"), ("neqa", "zero_shot")}
