@@ -463,3 +463,7 @@ def test_tasks_lengths_prints_the_longest_row(vocabulary, data_dir, spm_model, r
   assert lengths == {"inputs": max(len(encoder.encode(e.prompt)) for e in examples),
                      "targets": max(len(encoder.encode(c)) for e in examples for c in e.classes)}
   assert run_cli("tasks", "lengths", "neqa.two_shot", "--data_dir", data_dir).code == 2
+  with_eos = run_cli("tasks", "lengths", "hindsight-neglect.zero_shot", "--data_dir", data_dir,
+                     "--encoder_eos", *flags)
+  assert ast.literal_eval(with_eos.out[len(prefix):]) == dict(lengths,
+                                                               inputs=lengths["inputs"] + 1)
