@@ -113,8 +113,8 @@ class ScoringOptions:
     d = dataclasses.asdict(self)
     # bos, encoder_eos and max_length are resolved per model (Run.bos_id, Run.encoder_eos,
     # Run.max_length).
-    drop = ["bos", "encoder_eos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel",
-            "prefetch"]
+    drop = ["bos", "encoder_eos", "max_length", "chunk_size", "tokens_per_batch", "pack",
+            "model_parallel", "prefetch"]
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
     if self.generate:
@@ -154,8 +154,8 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
                             f"run `invscale data download --data_dir {data_dir}`")
-  data_hash = {s.name: s.sha256 if from_tfds else datadir.sha256_of(datadir.task_path(data_dir, s))
-               for s in specs}
+  data_hash = {s.name: s.sha256 if from_tfds
+               else datadir.sha256_of(datadir.task_path(data_dir, s)) for s in specs}
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
     config = load_config(entry.gin)
