@@ -259,3 +259,17 @@ def test_t5x_infer_pod_runs_t5x_then_imports_and_reports(installed, tiny_family,
   assert log.read_text() == before  # T5X was not run again
   assert result.stdout.count("already written") == 2 * WORKERS
   assert result.stdout.count("already imported") == 2
+
+
+def test_t5x_infer_pod_help_and_bad_models_file(tmp_path) -> None:
+  script = str(REPO / "tpu_scripts" / "t5x_infer_pod.sh")
+  result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+  assert result.returncode == 0 and "$T5X_PYTHON -m t5x.infer" in result.stdout
+  models = tmp_path / "models.txt"
+  models.write_text("tiny-1 /ckpt/checkpoint_0 model.gin\ntiny-2 /ckpt\n")
+  result = subprocess.run([script, TPU, ZONE, "--models", str(models), "--family", "f.json",
+                           "--infer_dir", "d", "--out", "o"], capture_output=True, text=True,
+                          check=False, env={"PATH": "/usr/bin:/bin"})
+  assert result.returncode == 2
+  assert result.stderr.strip() == (f"t5x_infer_pod.sh: {models}:2: expected NAME CHECKPOINT "
+                                   f"GIN_FILE, got 2 fields")

@@ -23,6 +23,7 @@
 # `invscale report`.
 # T5X_PYTHON (default python3) and T5X_DIR are read here and used on the workers.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;; esac
 USAGE="usage: t5x_infer_pod.sh TPU_NAME ZONE --models FILE --family MANIFEST --infer_dir DIR --out RESULTS [--report DIR] [--tasks T,...] [--variants V,...] -- T5X_FLAGS..."
 TPU=${1:?$USAGE}
 ZONE=${2:?$USAGE}
