@@ -19,6 +19,7 @@ setuptools.setup(
         "tensorflow>=2.21,<2.22",
         "tensorflow-text>=2.21,<2.22",
         "tensorflow-datasets",
+        "importlib_resources",  # etils[epath], which tensorflow-datasets builders need
         "gin-config",
         "numpy",
         "tensorstore",

@@ -22,7 +22,9 @@ marks randomly initialised models (e.g. `init-tiny`), whose curves the report sh
 "no signal" instead of giving them a shape; absent means trained or unknown. `bos_id` is
 the token the model's own pipeline puts before every prompt (null: none); when absent it
 is the architecture's convention, `DEFAULT_BOS` (llama has none: its tokenizers differ,
-so its entries must say).
+so its entries must say). `encoder_eos` (true by default) puts EOS after an
+encoder-decoder model's encoder input, as T5, Flan-T5, T5X and transformers' T5 tokenizer
+do; false leaves the prompt's tokens alone.
 
 T5X models are scored as they are (`models.t5x_dir`): `gin` may be a T5X gin file, or
 `"t5x_model_dir": DIR` (optionally with `"step"`) stands for `gin` and `checkpoint`;
@@ -80,6 +82,7 @@ class ModelEntry:
   train_flops: float | None = None
   bos_id: int | None = None  # token before every prompt (decoder-only architectures)
   trained: bool | None = None  # False: random weights (no signal); None: trained or unknown
+  encoder_eos: bool = True  # encoder-decoder: EOS ends the encoder input, as T5 was trained
 
   @property
   def compute(self) -> float | None:
@@ -170,6 +173,13 @@ def _trained(where: str, value: Any) -> bool | None:
   raise ManifestError(f"{where}: trained: must be true, false or null, got {value!r}")
 
 
+def _encoder_eos(where: str, m: dict[str, Any]) -> bool:
+  value = m.get("encoder_eos", True)
+  if not isinstance(value, bool):
+    raise ManifestError(f"{where}: encoder_eos: must be true or false, got {value!r}")
+  return value
+
+
 def load(path: os.PathLike | str) -> Family:
   """Reads and validates a manifest (a path, a URL or a shipped family's name, see `find`);
   every problem raises ManifestError naming the field."""
@@ -243,7 +253,8 @@ def load(path: os.PathLike | str) -> Family:
         n_params=_number(where, m.get("n_params"), "n_params", integer=True),
         train_tokens=_number(where, m.get("train_tokens"), "train_tokens"),
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
-        bos_id=_bos_id(where, m), trained=_trained(where, m.get("trained"))))
+        bos_id=_bos_id(where, m), trained=_trained(where, m.get("trained")),
+        encoder_eos=_encoder_eos(where, m)))
   task_dirs = data.get("task_dirs", [])
   if not isinstance(task_dirs, list):
     raise ManifestError(f"{path}: task_dirs: must be a list of directories, got {task_dirs!r}")

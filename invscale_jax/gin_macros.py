@@ -12,6 +12,9 @@ macros instead, which need no registration and work with and without
   INVSCALE_MAX_LENGTH = 2048         # prompt budget in tokens (None: no cap)
   INVSCALE_GENERATION_LENGTH = 128   # room kept for chain-of-thought generation
   INVSCALE_TASK_DIRS = ['/data/my_tasks']  # directories of your own task declarations
+  INVSCALE_ENCODER_EOS = True        # EOS after the encoder input (default: `encoder_eos`)
+  INVSCALE_DATA_SOURCE = 'tfds'      # examples from TFDS, not the files (`data.sources`)
+  INVSCALE_TFDS_DATA_DIR = 'gs://bucket/tensorflow_datasets'
 
 or, on a T5X command line, `--gin.INVSCALE_DATA_DIR="'/data/inverse_scaling'"`.
 """
@@ -28,6 +31,9 @@ SEED = "INVSCALE_SEED"
 MAX_LENGTH = "INVSCALE_MAX_LENGTH"
 GENERATION_LENGTH = "INVSCALE_GENERATION_LENGTH"
 TASK_DIRS = "INVSCALE_TASK_DIRS"
+ENCODER_EOS = "INVSCALE_ENCODER_EOS"
+DATA_SOURCE = "INVSCALE_DATA_SOURCE"
+TFDS_DATA_DIR = "INVSCALE_TFDS_DATA_DIR"
 
 
 def value(name: str, default: Any = None) -> Any:
@@ -45,3 +51,18 @@ def value(name: str, default: Any = None) -> Any:
   if isinstance(bound, gin.config.ConfigurableReference):
     return bound.scoped_configurable_fn() if bound.evaluate else bound.scoped_configurable_fn
   return bound
+
+
+def encoder_eos() -> bool:
+  """Whether the tasks end their `inputs` with EOS: INVSCALE_ENCODER_EOS if bound, else
+  whether T5X's MODEL macro (bound by every T5X model gin file) is an encoder-decoder
+  model, as T5's own SeqIO tasks add EOS to the encoder input and decoder-only ones none."""
+  explicit = value(ENCODER_EOS)
+  if explicit is not None:
+    return bool(explicit)
+  try:
+    model = gin.query_parameter("%MODEL")
+  except ValueError:
+    return False
+  return (isinstance(model, gin.config.ConfigurableReference)
+          and model.configurable.name.endswith("EncoderDecoderModel"))

@@ -1,8 +1,12 @@
-"""Importing this package registers every invscale SeqIO task (`invscale:<task>.<variant>`),
-as a T5X run does with `--gin.MIXTURE_OR_TASK_MODULE="seqio_tasks"`: the prize tasks, and
-your own tasks declared in the directories that the gin macro INVSCALE_TASK_DIRS or the
-environment variable INVSCALE_TASK_DIRS name at import time (`register_task_dirs` adds
-more later)."""
+"""Importing this package registers every invscale SeqIO task (`invscale:<task>.<variant>`):
+the prize tasks, and your own tasks declared in the directories that the gin macro
+INVSCALE_TASK_DIRS or the environment variable INVSCALE_TASK_DIRS name at import time
+(`register_task_dirs` adds more later).
+
+In a T5X run, import it from a gin file (`import seqio_tasks`, as gin/t5x/*.gin do), or,
+with T5X's deprecated flag, `--gin.MIXTURE_OR_TASK_MODULE="'seqio_tasks'"` (gin needs
+the inner quotes: the value is a Python string).
+"""
 
 from seqio_tasks.tasks import (build_task, parse_task_name, register_all, register_task_dirs,
                                register_variant, task_name)

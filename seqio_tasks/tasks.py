@@ -5,7 +5,9 @@ Names are `invscale:<task>.<variant>`, e.g. `invscale:neqa.zero_shot`,
 chain-of-thought ones only where their declaration gives CoT exemplars. A classification example becomes one row per class, carrying
 its group (`example_id`), `class_index`, `is_correct` and passthrough metadata; a
 sequence-probability example becomes one prompt/completion row. Inputs and targets are
-tokenized separately (SeqIO's convention) without EOS.
+tokenized separately (SeqIO's convention); targets never end with EOS, inputs do for an
+encoder-decoder model (`gin_macros.encoder_eos`: INVSCALE_ENCODER_EOS, else whether
+T5X's MODEL is an EncoderDecoderModel), as T5's tasks and `invscale score` do.
 
 The data directory, vocabulary and prompt options are resolved when a dataset is built,
 not at import, so settings given after `import seqio_tasks` apply. They are gin macros
@@ -24,7 +26,7 @@ import tensorflow as tf
 
 from invscale_jax import catalog, gin_macros, task_registry
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.data import datadir, declarations, variants
+from invscale_jax.data import declarations, sources, variants
 from invscale_jax.data.loader import Example
 from seqio_tasks import metrics
 
@@ -96,7 +98,7 @@ def _rows(examples: list[Example], spec: task_registry.Task, variant: variants.V
 def rows_for(spec: task_registry.Task, variant: variants.Variant, vocabulary: seqio.Vocabulary,
              options: PromptOptions, data_dir: str | None = None) -> dict[str, list[Any]]:
   """The untokenized rows of one task x variant (what the SeqIO source yields)."""
-  examples = datadir.load_task(datadir.resolve(data_dir), spec.name)
+  examples = sources.load_examples(spec, data_dir)
   count = lambda text: len(vocabulary.encode(text))
   reserve = options.generation_length if variant.chain_of_thought else 0
   prompts = variants.build_prompts(examples, variant, options.seed, options.max_length, count,
@@ -113,6 +115,15 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
   return tf.data.Dataset.from_tensor_slices(rows)
 
 
+def _append_encoder_eos(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
+                        encoder_eos: bool | None) -> tf.data.Dataset:
+  """`inputs` + [EOS] when `encoder_eos` (None: the gin setting) says so."""
+  if not (gin_macros.encoder_eos() if encoder_eos is None else encoder_eos):
+    return dataset
+  eos = output_features["inputs"].vocabulary.eos_id
+  return dataset.map(lambda row: {**row, "inputs": tf.concat([row["inputs"], [eos]], 0)})
+
+
 def _postprocess(output: Any, example: Mapping[str, Any] | None = None,
                  is_target: bool = False) -> Any:
   """Targets become (example_id, class_index, answer_index) for the score metrics."""
@@ -122,8 +133,10 @@ def _postprocess(output: Any, example: Mapping[str, Any] | None = None,
 
 
 def build_task(task: str, variant: str, vocabulary: seqio.Vocabulary | None = None,
-               options: PromptOptions | None = None, data_dir: str | None = None) -> seqio.Task:
-  """An (unregistered) SeqIO task; `vocabulary` defaults to the configured one."""
+               options: PromptOptions | None = None, data_dir: str | None = None,
+               encoder_eos: bool | None = None) -> seqio.Task:
+  """An (unregistered) SeqIO task; `vocabulary` defaults to the configured one, and
+  `encoder_eos` (EOS after `inputs`) to the gin setting."""
   spec, parsed = task_registry.get(task), variants.parse(variant)
   if not has_variant(spec, parsed):
     raise ValueError(f"{spec.source}: cot_exemplars: not declared, so task {spec.name} has "
@@ -137,7 +150,9 @@ def build_task(task: str, variant: str, vocabulary: seqio.Vocabulary | None = No
   metric_fns = (metrics.CLASSIFICATION_METRICS if spec.metric == catalog.CLASSIFICATION
                 else metrics.SEQUENCE_METRICS)
   return seqio.Task(task_name(spec.name, parsed.name), source,
-                    preprocessors=[seqio.preprocessors.tokenize], output_features=features,
+                    preprocessors=[seqio.preprocessors.tokenize, functools.partial(
+                        _append_encoder_eos, encoder_eos=encoder_eos)],
+                    output_features=features,
                     postprocess_fn=_postprocess, metric_fns=list(metric_fns))
 
 

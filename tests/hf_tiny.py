@@ -1,6 +1,6 @@
-"""Tiny random Hugging Face models of every supported decoder-only family, each saved with a
-byte-level BPE tokenizer set up as the real family's is (the files and the special-token
-convention), for parity tests against transformers. Nothing is downloaded."""
+"""Tiny random Hugging Face models of every supported decoder-only family and of T5, each
+saved with a byte-level BPE tokenizer set up as the real family's is (the files and the
+special-token convention), for parity tests against transformers. Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ KINDS = {
     "qwen2": "Qwen2.5: q/k/v biases, tied, grouped-query attention; nothing prepended",
     "mistral": "Mistral: sliding window, linear rotary scaling; <s> prepended",
     "gpt2": "GPT-2: learned positions, Conv1D weights, tied; nothing prepended",
+    "t5": "Flan-T5: gated-gelu, untied; the tokenizer appends </s> (ids: <pad> 0, </s> 1)",
 }
 BOS = {"gpt_neox": None, "opt": "</s>", "opt_350m": "</s>", "llama": "<|begin_of_text|>", "qwen2": None,
-       "mistral": "<s>", "gpt2": None}
+       "mistral": "<s>", "gpt2": None, "t5": None}
 
 
 def randomize(model: torch.nn.Module) -> None:
@@ -42,6 +43,11 @@ def randomize(model: torch.nn.Module) -> None:
 
 
 def _config(kind: str) -> transformers.PretrainedConfig:
+  if kind == "t5":
+    return transformers.T5Config(
+        vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+        num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
   small = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
   if kind in ("opt", "opt_350m"):
     return transformers.OPTConfig(
@@ -75,7 +81,8 @@ def _tokenizer(kind: str, texts: Sequence[str], out: pathlib.Path) -> None:
   specials = {"opt": ["<s>", "<pad>", "</s>", "<unk>"], "llama": ["<|begin_of_text|>",
               "<|end_of_text|>"], "mistral": ["<unk>", "<s>", "</s>"],
               "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-              "gpt2": ["<|endoftext|>"], "gpt_neox": ["<|endoftext|>"]}[kind.removesuffix("_350m")]
+              "gpt2": ["<|endoftext|>"], "gpt_neox": ["<|endoftext|>"],
+              "t5": ["<pad>", "</s>", "<unk>"]}[kind.removesuffix("_350m")]
   tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.decoder = decoders.ByteLevel()
@@ -88,6 +95,9 @@ def _tokenizer(kind: str, texts: Sequence[str], out: pathlib.Path) -> None:
         processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
             special_tokens=[(bos, tokenizer.token_to_id(bos))])])
+  if kind == "t5":  # Flan-T5's tokenizer.json post-processor: `$A </s>`
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
   tokenizer.model.save(str(out))  # vocab.json and merges.txt
   if not kind.startswith("opt"):  # OPT ships no tokenizer.json
     tokenizer.save(str(out / "tokenizer.json"))
@@ -105,13 +115,16 @@ def _tokenizer(kind: str, texts: Sequence[str], out: pathlib.Path) -> None:
       # Pythia's: <|endoftext|> is BOS and EOS, and encoding adds neither.
       "gpt_neox": dict(tokenizer_class="PreTrainedTokenizerFast", bos_token="<|endoftext|>",
                        eos_token="<|endoftext|>", unk_token="<|endoftext|>"),
+      "t5": dict(tokenizer_class="PreTrainedTokenizerFast", eos_token="</s>", pad_token="<pad>",
+                 unk_token="<unk>"),
   }[kind.removesuffix("_350m")]
   (out / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def make(kind: str, out: pathlib.Path, texts: Sequence[str]) -> pathlib.Path:
   """Saves a random tiny model of `kind` with its tokenizer into `out`; returns `out`."""
-  model = transformers.AutoModelForCausalLM.from_config(_config(kind))
+  model = (transformers.T5ForConditionalGeneration(_config(kind)) if kind == "t5" else
+           transformers.AutoModelForCausalLM.from_config(_config(kind)))
   randomize(model)
   model.eval().save_pretrained(out)
   _tokenizer(kind, texts, out)

@@ -59,6 +59,7 @@ def write_manifest(path: pathlib.Path, **fields) -> pathlib.Path:
     ({"train_flops": float("inf")}, "train_flops: must be a finite positive number, got inf"),
     ({"n_params": 1.5}, "n_params: must be an integer, got 1.5"),
     ({"n_params": True}, "n_params: must be a finite positive number, got True"),
+    ({"encoder_eos": "no"}, "encoder_eos: must be true or false, got 'no'"),
 ])
 def test_manifest_field_of_the_wrong_type_or_value(fields, message, tmp_path, run_cli) -> None:
   manifest = write_manifest(tmp_path / "manifest.json", **fields)

@@ -118,3 +118,42 @@ def test_hf_directories_score_like_transformers_without_conversion(tmp_path, hf_
   sharded = {(r.example_id, r.class_index): r.logprob for r in results.read_records(run_dir)}
   assert sharded.keys() == {(r.example_id, r.class_index) for r in recs["qwen2"]}
   assert max(abs(sharded[r.example_id, r.class_index] - r.logprob) for r in recs["qwen2"]) < 1e-5
+
+
+def test_t5_scores_like_transformers_fed_its_tokenizer(tmp_path, hf_dir_of, small_memo_trap,
+                                                      run_cli):
+  """`convert hf-t5` of a Flan-T5-style directory (its tokenizer.json appends `</s>`), scored
+  by default as transformers scores `tokenizer(prompt)`: EOS after the encoder input; with
+  --no_encoder_eos as transformers without special tokens, under another run key."""
+  src, out = hf_dir_of("t5"), tmp_path / "t5"
+  result = run_cli("convert", "hf-t5", "--src", src, "--out", out)
+  assert result.code == 0, result.err
+  [entry] = json.loads((out / "manifest.json").read_text())["models"]
+  assert entry["vocabulary"] == {"type": "hf_tokenizer", "path": "tokenizer.json", "eos": "</s>"}
+  assert entry["encoder_eos"] is True and "bos_id" not in entry
+  tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+  model = transformers.T5ForConditionalGeneration.from_pretrained(src).eval()
+  examples = datadir.load_task(small_memo_trap, "memo-trap")
+  keys = set()
+  for flags, special in (((), True), (("--no_encoder_eos",), False)):
+    results_dir = tmp_path / f"results-{special}"
+    result = run_cli("score", "--family", out / "manifest.json", "--tasks", "memo-trap",
+                     "--data_dir", small_memo_trap, "--out", results_dir, *flags)
+    assert result.code == 0, result.err
+    [run_dir] = run_dirs(results_dir)
+    keys.add(results.read_run_info(run_dir)["run_key"])
+    recs = results.read_records(run_dir)
+    assert len(recs) == 2 * ROWS
+    worst = 0.0
+    for r in recs:
+      e = examples[r.example_id]
+      encoder = tokenizer(e.prompt, add_special_tokens=special)["input_ids"]
+      assert (encoder[-1] == tokenizer.eos_token_id) == special
+      target = tokenizer(e.classes[r.class_index], add_special_tokens=False)["input_ids"]
+      with torch.no_grad():
+        logits = model(input_ids=torch.tensor([encoder]),
+                       decoder_input_ids=torch.tensor([[0, *target[:-1]]])).logits[0].double()
+      log_probs = torch.log_softmax(logits, -1)[torch.arange(len(target)), torch.tensor(target)]
+      worst = max(worst, abs(r.logprob - float(log_probs.sum())))
+    assert worst < 1e-4, (special, worst)
+  assert len(keys) == 2

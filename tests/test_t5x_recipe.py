@@ -70,6 +70,10 @@ class DecoderOnlyModel:
 
   def __init__(self, vocabulary, z_loss=0.0):
     self.input_vocabulary = self.output_vocabulary = vocabulary
+
+
+class EncoderDecoderModel(DecoderOnlyModel):
+  pass
 '''
 
 # Modelled on t5x/configs/runs/infer.gin and eval.gin (only what the stand-ins take).
@@ -144,6 +148,7 @@ import gin
 import numpy as np
 import seqio
 from t5x import utils
+from t5x_outputs import infer_task, write_inferences_to_file  # T5X's, emulated
 
 
 def _check_vocabularies(dataset_cfg, model):
@@ -162,9 +167,16 @@ def _rows(task, lengths):
           for row in dataset.as_numpy_iterator()]
 
 
-def infer(*, mode, model, dataset_cfg, restore_checkpoint_cfg, output_dir):
+def unigram_row_scores(rows):
+  return [float(np.log((row["targets"] % 7 + 1) / 28.0).sum()) for row in rows]
+
+
+def infer(*, mode, model, dataset_cfg, restore_checkpoint_cfg, output_dir,
+          write_fn=write_inferences_to_file):
   task, vocabulary = _check_vocabularies(dataset_cfg, model)
   lengths = dict(dataset_cfg.task_feature_lengths)
+  if mode == "score":  # the output files, with a unigram model's scores
+    infer_task(task, output_dir, lengths, unigram_row_scores, write_fn)
   return {"mode": mode, "restore_dtype": restore_checkpoint_cfg.dtype, "lengths": lengths,
           "vocabulary": str(vocabulary), "full": _rows(task, None),
           "trimmed": _rows(task, lengths)}
@@ -180,7 +192,6 @@ def unigram_scores(dataset):
 
 
 def evaluate(*, model, dataset_cfg, restore_checkpoint_cfg):
-  del restore_checkpoint_cfg
   task, _ = _check_vocabularies(dataset_cfg, model)
   evaluator = seqio.Evaluator(
       dataset_cfg.mixture_or_task_name, seqio.DecoderFeatureConverter(pack=False),
@@ -189,7 +200,7 @@ def evaluate(*, model, dataset_cfg, restore_checkpoint_cfg):
                                   score_fn=unigram_scores)
   [result] = metrics.result().values()
   return {"metrics": {k: float(v) for k, v in result.items()},
-          "full": _rows(task, None)}
+          "full": _rows(task, None), "restore_dtype": restore_checkpoint_cfg.dtype}
 
 
 def main(argv):
@@ -248,7 +259,8 @@ def spm_model(tmp_path_factory: pytest.TempPathFactory, data_dir: pathlib.Path) 
   return path
 
 
-def model_gin(root: pathlib.Path, vocabulary: str) -> pathlib.Path:
+def model_gin(root: pathlib.Path, vocabulary: str, model: str = "DecoderOnlyModel"
+              ) -> pathlib.Path:
   """A model gin file naming the model's vocabulary, as T5X's model gin files do."""
   path = root / "model.gin"
   path.write_text(textwrap.dedent(f"""\
@@ -257,8 +269,8 @@ def model_gin(root: pathlib.Path, vocabulary: str) -> pathlib.Path:
       from t5x import models
 
       VOCABULARY = {vocabulary}
-      MODEL = @models.DecoderOnlyModel()
-      models.DecoderOnlyModel.vocabulary = %VOCABULARY
+      MODEL = @models.{model}()
+      models.{model}.vocabulary = %VOCABULARY
       """))
   return path
 
@@ -269,7 +281,8 @@ def run_t5x(t5x_dir: pathlib.Path, tmp_path: pathlib.Path, command: str, files: 
   out = tmp_path / "result.json"
   argv = json.dumps([command, [str(f) for f in files], bindings, str(out)])
   environ = {k: v for k, v in os.environ.items() if not k.startswith("INVSCALE_")}
-  environ.update(env or {}, PYTHONPATH=f"{t5x_dir}{os.pathsep}{REPO}", TF_CPP_MIN_LOG_LEVEL="3",
+  environ.update(env or {}, PYTHONPATH=os.pathsep.join(map(str, (t5x_dir, REPO, REPO / "tests"))),
+                 TF_CPP_MIN_LOG_LEVEL="3",
                  JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, str(t5x_dir / "driver.py"), argv], env=environ,
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -297,17 +310,20 @@ def test_module_imported_after_gin_is_locked(t5x_dir, data_dir, tmp_path) -> Non
     assert cut["targets"] == whole["targets"]
 
 
-def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_path) -> None:
+def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_path,
+                                            run_cli) -> None:
   """infer.gin + gin/t5x/score_invscale.gin: score mode, float32 restore, feature lengths
-  that cut nothing (and no longer than needed), settings as gin macros, and the task's
-  vocabulary equal to the model's SentencePiece vocabulary."""
+  that cut nothing (and no longer than needed), settings as gin macros, the task's
+  vocabulary equal to the model's SentencePiece vocabulary, and output files that
+  `invscale import t5x-infer` reads (the fields the gin file asks for)."""
+  infer_dir = tmp_path / "infer" / "m"
   result = run_t5x(
       t5x_dir, tmp_path, "infer",
       [model_gin(tmp_path, "@seqio.SentencePieceVocabulary()"), t5x_dir / "infer.gin",
        REPO / "gin" / "t5x" / "score_invscale.gin"],
       [f"seqio.SentencePieceVocabulary.sentencepiece_model_file = '{spm_model}'",
        "MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.2_shot'", "CHECKPOINT_PATH = '/unused'",
-       "INFER_OUTPUT_DIR = '/unused'", f"INVSCALE_DATA_DIR = '{data_dir}'",
+       f"INFER_OUTPUT_DIR = '{infer_dir}'", f"INVSCALE_DATA_DIR = '{data_dir}'",
        f"INVSCALE_VOCABULARY = '{spm_model}'", "INVSCALE_SEED = 3"])
   assert result["mode"] == "score" and result["restore_dtype"] == "float32"
   assert "TASK_FEATURE_LENGTHS = @lengths.feature_lengths()" in result["config"]
@@ -316,6 +332,7 @@ def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_p
   full = result["full"]
   assert len(full) == 2 * TASK_ROWS["memo-trap"] and result["trimmed"] == full
   assert result["lengths"] == {k: max(len(row[k]) for row in full) for k in ("inputs", "targets")}
+  import numpy as np  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
 
   import seqio_tasks  # pylint: disable=g-import-not-at-top
@@ -326,18 +343,68 @@ def test_shipped_gin_file_with_sentencepiece(t5x_dir, data_dir, spm_model, tmp_p
               .as_numpy_iterator()]
   assert [row["inputs"] for row in full] == expected  # the macros' seed and vocabulary
 
+  manifest = tmp_path / "family.json"
+  manifest.write_text(json.dumps({"family": "t5x", "models": [{
+      "name": "m", "architecture": "decoder_only", "gin": "models/tiny/tiny_1.gin",
+      "checkpoint": "m/checkpoint_0", "vocabulary": {"type": "sentencepiece",
+                                                     "path": str(spm_model)},
+      "n_params": 1000}]}))
+  out = tmp_path / "results"
+  imported = run_cli("import", "t5x-infer", "--family", manifest, "--out", out, infer_dir)
+  assert imported.code == 0, imported.err
+  from conftest import read_results  # pylint: disable=g-import-not-at-top
+  recs = sorted(read_results(out).values(), key=lambda r: (r.example_id, r.class_index))
+  assert [(r.example_id, r.class_index) for r in recs] == [
+      (e, c) for e in range(TASK_ROWS["memo-trap"]) for c in range(2)]
+  assert [r.n_tokens for r in recs] == [len(row["targets"]) for row in full]
+  assert [r.logprob for r in recs] == pytest.approx(
+      [float(np.log((np.array(row["targets"]) % 7 + 1) / 28.0).sum()) for row in full])
+  assert all(r.n_demos_dropped == 0 and r.variant == "2_shot" for r in recs)
+
+
+@pytest.mark.parametrize("encoder_eos", [None, False])
+def test_encoder_inputs_match_score(t5x_dir, data_dir, tmp_path, encoder_eos) -> None:
+  """With an EncoderDecoderModel the recipe's inputs end with EOS (unless
+  INVSCALE_ENCODER_EOS = False), exactly the encoder inputs `invscale score` builds with its
+  default (or with --no_encoder_eos)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax import family  # pylint: disable=g-import-not-at-top
+  from invscale_jax.engine import loading, plan, requests  # pylint: disable=g-import-not-at-top
+  setting = [] if encoder_eos is None else [f"INVSCALE_ENCODER_EOS = {encoder_eos}"]
+  result = run_t5x(
+      t5x_dir, tmp_path, "infer", [model_gin(tmp_path, "@seqio.ByteVocabulary()",
+                                             "EncoderDecoderModel"), t5x_dir / "infer.gin",
+                                   REPO / "gin" / "t5x" / "score_invscale.gin"],
+      ["MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.1_shot'", "CHECKPOINT_PATH = '/unused'",
+       f"INFER_OUTPUT_DIR = '{tmp_path / 'infer'}'", f"INVSCALE_DATA_DIR = '{data_dir}'",
+       *setting])
+  entry = family.ModelEntry("t5", "encoder_decoder", "", "", {"type": "byte"})
+  run = plan.Run(entry, None, None, "", {}, None, 2048, plan.ScoringOptions(
+      encoder_eos=encoder_eos is None).encoder_eos_for(entry))
+  vocabulary = seqio.ByteVocabulary()
+  task = loading.seqio_task("memo-trap", "1_shot", vocabulary, 0, 2048, 0, str(data_dir))
+  reqs = requests.from_task(task, vocabulary, eos_id=plan.eos_id(run, vocabulary))
+  expected = [r.prefix.tolist() for r in reqs for _ in r.branches]
+  assert [row["inputs"] for row in result["full"]] == expected
+  assert all((row[-1] == vocabulary.eos_id) == (encoder_eos is None) for row in expected)
+  assert result["lengths"]["inputs"] == max(map(len, expected))
+
 
 def test_eval_with_score_metrics(t5x_dir, data_dir, tmp_path) -> None:
-  """eval.py's path: module imported after gin is locked, vocabularies checked (eval.py has
-  no switch for that), seqio.Evaluator computing our score metrics from a model's scores."""
+  """eval.py's path with gin/t5x/eval_invscale.gin: the tasks imported by the gin file (no
+  MIXTURE_OR_TASK_MODULE), a k-shot variant registered before eval.py looks it up, float32
+  restore, vocabularies checked (eval.py has no switch for that), seqio.Evaluator
+  computing our score metrics from a model's scores."""
   from seqio_tasks import metrics  # pylint: disable=g-import-not-at-top
 
   result = run_t5x(
       t5x_dir, tmp_path, "evaluate", [model_gin(tmp_path, "@seqio.ByteVocabulary()"),
-                                      t5x_dir / "evaluate.gin"],
-      ["MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.zero_shot'",
-       "MIXTURE_OR_TASK_MODULE = 'seqio_tasks'", "CHECKPOINT_PATH = '/unused'",
+                                      t5x_dir / "evaluate.gin",
+                                      REPO / "gin" / "t5x" / "eval_invscale.gin"],
+      ["MIXTURE_OR_TASK_NAME = 'invscale:memo_trap.2_shot'", "CHECKPOINT_PATH = '/unused'",
        f"INVSCALE_DATA_DIR = '{data_dir}'"])
+  assert result["restore_dtype"] == "float32"
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from invscale_jax.data import datadir  # pylint: disable=g-import-not-at-top
@@ -396,6 +463,10 @@ def test_tasks_lengths_prints_the_longest_row(vocabulary, data_dir, spm_model, r
   assert lengths == {"inputs": max(len(encoder.encode(e.prompt)) for e in examples),
                      "targets": max(len(encoder.encode(c)) for e in examples for c in e.classes)}
   assert run_cli("tasks", "lengths", "neqa.two_shot", "--data_dir", data_dir).code == 2
+  with_eos = run_cli("tasks", "lengths", "hindsight-neglect.zero_shot", "--data_dir", data_dir,
+                     "--encoder_eos", *flags)
+  assert ast.literal_eval(with_eos.out[len(prefix):]) == dict(lengths,
+                                                               inputs=lengths["inputs"] + 1)
 
 
 def test_own_task_named_by_a_flag_after_the_shipped_gin_file(t5x_dir, tmp_path) -> None:

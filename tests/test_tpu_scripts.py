@@ -1,5 +1,5 @@
-"""tpu_scripts/setup.sh and score_pod.sh, run as a user runs them, against a pod of local
-workers.
+"""tpu_scripts/setup.sh, score_pod.sh and t5x_infer_pod.sh, run as a user runs them,
+against a pod of local workers.
 
 A stand-in `gcloud` on PATH runs `compute tpus tpu-vm ssh NAME --zone Z --worker=all
 --command CMD` as it would on each worker: CMD in bash, in the worker's home directory
@@ -38,14 +38,14 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
   log.write(repr(args) + "\\n")
 assert args[:5] == ["compute", "tpus", "tpu-vm", "ssh", {tpu!r}], args
-assert args[5:7] == ["--zone", {zone!r}] and args[7] == "--worker=all", args
+assert args[5:7] == ["--zone", {zone!r}] and args[7] in ("--worker=all", "--worker=0"), args
 assert args[8] == "--command" and len(args) == 10, args
 with socket.socket() as s:
   s.bind(("127.0.0.1", 0))
   port = s.getsockname()[1]
 env = {{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}}
 jobs = []
-for i in range({workers}):
+for i in range({workers} if args[7] == "--worker=all" else 1):
   home = os.path.join(os.environ["FAKE_TPU_ROOT"], f"worker-{{i}}")
   os.makedirs(home, exist_ok=True)
   jobs.append(subprocess.Popen(["bash", "-c", args[9]], cwd=home, stdout=subprocess.PIPE,
@@ -87,6 +87,38 @@ else:
   sys.exit(f"stand-in uv: unexpected {{args}}")
 """
 
+# Stand-in for `python -m t5x.infer` (T5X_PYTHON): checks the command line the script
+# builds, and on worker 0 (T5X's host 0, the one that writes) writes the score output of
+# the task as T5X does (tests/t5x_outputs.py), with the fields score_invscale.gin asks
+# for and a unigram model's scores.
+T5X_INFER = """\
+#!{python}
+import ast, os, re, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_T5X_LOG"], "a") as log:
+  log.write(repr(args) + "\\n")
+assert args[:2] == ["-m", "t5x.infer"], args
+flags = [a.split("=", 1) for a in args[2:]]
+gin_files = [v for k, v in flags if k == "--gin_file"]
+bindings = {{k[len("--gin."):]: ast.literal_eval(v) for k, v in flags if k.startswith("--gin.")}}
+assert [v for k, v in flags if k == "--gin_search_paths"] == [os.getcwd()], flags
+assert os.path.isfile(gin_files[0]) and os.path.isfile(gin_files[1]), gin_files
+assert gin_files[2].endswith("invscale-jax/gin/t5x/score_invscale.gin"), gin_files
+if os.environ["INVSCALE_PROCESS_ID"] == "0":
+  sys.path.insert(0, os.path.join(os.environ["HOME"], "invscale-jax", "tests"))
+  import gin, numpy as np, seqio
+  import seqio_tasks, t5x_outputs
+  from seqio_tasks import lengths
+  gin.parse_config(f"INVSCALE_DATA_DIR = {{bindings['INVSCALE_DATA_DIR']!r}}")
+  fields = ast.literal_eval(re.search(r"input_fields_to_include = (\\[.*?\\])",
+                                      open(gin_files[2]).read(), re.S).group(1))
+  task = seqio.get_mixture_or_task(bindings["MIXTURE_OR_TASK_NAME"])
+  t5x_outputs.infer_task(
+      task, bindings["INFER_OUTPUT_DIR"], lengths.max_lengths(task),
+      lambda rows: [float(np.log((r["targets"] % 7 + 1) / 28.0).sum()) for r in rows],
+      lambda *a: t5x_outputs.write_inferences_to_file(*a, input_fields_to_include=fields))
+"""
+
 
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory, gcs) -> dict[str, str]:
@@ -100,13 +132,14 @@ def pod(tmp_path_factory: pytest.TempPathFactory, gcs) -> dict[str, str]:
   bin_dir.mkdir()
   fill = dict(python=sys.executable, tpu=TPU, zone=ZONE, workers=WORKERS,
               packages=sysconfig.get_paths()["purelib"])
-  for name, text in (("gcloud", GCLOUD), ("uv", UV)):
+  for name, text in (("gcloud", GCLOUD), ("uv", UV), ("t5x-python", T5X_INFER)):
     (bin_dir / name).write_text(text.format(**fill))
     (bin_dir / name).chmod(0o755)
   env = {k: v for k, v in os.environ.items() if not k.startswith("INVSCALE_")}
   env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", INVSCALE_UV=str(bin_dir / "uv"),
              FAKE_TPU_ROOT=str(root / "workers"), FAKE_GCLOUD_LOG=str(root / "gcloud.log"),
-             FAKE_UV_LOG=str(root / "uv.log"), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             FAKE_UV_LOG=str(root / "uv.log"), FAKE_T5X_LOG=str(root / "t5x.log"),
+             T5X_PYTHON=str(bin_dir / "t5x-python"), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   return env
 
@@ -186,3 +219,63 @@ def test_score_pod_scores_from_and_into_a_bucket(installed: dict[str, str], fami
   assert results.LEASE not in storage.children(run_dir)
   expected = select(read_results(reference_results), ("tiny-1",), ("memo-trap",), ("zero_shot",))
   assert_same_records(without_run_keys(bucket_results(out)), without_run_keys(expected), 1e-5)
+
+
+def test_t5x_infer_pod_runs_t5x_then_imports_and_reports(installed, tiny_family, small_data_dir,
+                                                         tmp_path) -> None:
+  """T5X infer (a stand-in) for every model and task on every worker, then import and report
+  on worker 0; a re-run skips what T5X has written."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.data import datadir  # pylint: disable=g-import-not-at-top
+  t5x_dir = tmp_path / "t5x"
+  (t5x_dir / "t5x" / "configs" / "runs").mkdir(parents=True)
+  (t5x_dir / "t5x" / "configs" / "runs" / "infer.gin").write_text("# T5X's\n")
+  model_gin = tmp_path / "model.gin"
+  model_gin.write_text("# the model's T5X gin file\n")
+  models = tmp_path / "models.txt"
+  fam = tiny_family.parent
+  models.write_text(f"# name checkpoint gin\ntiny-1 {fam}/tiny-1/checkpoint_0 {model_gin}\n"
+                    f"tiny-2  {fam}/tiny-2   {model_gin}  # a model dir: its latest\n")
+  infer_dir, out, report = tmp_path / "infer", tmp_path / "results", tmp_path / "report"
+  argv = [str(REPO / "tpu_scripts" / "t5x_infer_pod.sh"), TPU, ZONE, "--models", str(models),
+          "--family", str(tiny_family), "--infer_dir", str(infer_dir), "--out", str(out),
+          "--tasks", "memo-trap"]
+  t5x_flags = ["--", f"--gin.INVSCALE_DATA_DIR='{small_data_dir}'"]
+  env = dict(installed, T5X_DIR=str(t5x_dir))
+  result = run(env, *argv, "--report", str(report), *t5x_flags)
+  assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+  log = pathlib.Path(installed["FAKE_T5X_LOG"])
+  calls = [ast.literal_eval(line) for line in log.read_text().splitlines()]
+  assert len(calls) == 2 * WORKERS
+  modes = sorted(next(a for a in c if "RestoreCheckpointConfig.mode" in a) for c in calls)
+  assert modes == ["--gin.utils.RestoreCheckpointConfig.mode='latest'"] * WORKERS + [
+      "--gin.utils.RestoreCheckpointConfig.mode='specific'"] * WORKERS
+  recs = read_results(out)
+  examples = datadir.load_task(small_data_dir, "memo-trap")
+  assert len(recs) == 2 * sum(len(e.classes) for e in examples)
+  for (model, _, variant, example, _, index), r in recs.items():
+    target = np.frombuffer(examples[example].classes[index].encode(), np.uint8) + 3
+    assert r.logprob == pytest.approx(float(np.log((target % 7 + 1) / 28.0).sum()))
+    assert model in ("tiny-1", "tiny-2") and variant == "zero_shot"
+  assert (report / "metrics.csv").is_file()
+  before = log.read_text()
+  result = run(env, *argv, *t5x_flags)
+  assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+  assert log.read_text() == before  # T5X was not run again
+  assert result.stdout.count("already written") == 2 * WORKERS
+  assert result.stdout.count("already imported") == 2
+
+
+def test_t5x_infer_pod_help_and_bad_models_file(tmp_path) -> None:
+  script = str(REPO / "tpu_scripts" / "t5x_infer_pod.sh")
+  result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+  assert result.returncode == 0 and "$T5X_PYTHON -m t5x.infer" in result.stdout
+  models = tmp_path / "models.txt"
+  models.write_text("tiny-1 /ckpt/checkpoint_0 model.gin\ntiny-2 /ckpt\n")
+  result = subprocess.run([script, TPU, ZONE, "--models", str(models), "--family", "f.json",
+                           "--infer_dir", "d", "--out", "o"], capture_output=True, text=True,
+                          check=False, env={"PATH": "/usr/bin:/bin"})
+  assert result.returncode == 2
+  assert result.stderr.strip() == (f"t5x_infer_pod.sh: {models}:2: expected NAME CHECKPOINT "
+                                   f"GIN_FILE, got 2 fields")

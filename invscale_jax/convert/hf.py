@@ -264,8 +264,9 @@ def nest(params: Iterable[tuple[Path, np.ndarray]]) -> dict:
 def tokenizer_fields(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      architecture: str, prefix: str = "") -> dict[str, Any]:
   """The manifest fields of the source's tokenizer: `vocabulary` (None without tokenizer
-  files) and, for decoder-only models, `bos_id`. Its file is written into `out_dir`:
-  T5's `spiece.model` copied (its encoder input gets nothing added), any other the
+  files) and, for decoder-only models `bos_id`, for encoder-decoder ones `encoder_eos`
+  (whether `tokenizer(prompt)` ends with EOS). Its file is written into `out_dir`: T5's
+  `spiece.model` copied (its tokenizer appends `</s>`: the default), any other the
   tokenizer.json transformers encodes with (hf_tokenizer.export); file names start with
   `prefix`."""
   src, out = pathlib.Path(src_dir), pathlib.Path(out_dir)
@@ -276,7 +277,15 @@ def tokenizer_fields(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return {"vocabulary": None}
   conventions = hf_tokenizer.export(src, out / f"{prefix}tokenizer.json")
   fields = {"vocabulary": hf_tokenizer.vocabulary_spec(f"{prefix}tokenizer.json", conventions)}
-  if architecture != "encoder_decoder":
+  if architecture == "encoder_decoder":
+    if conventions.bos_id is not None:
+      raise ValueError(f"{src}: the tokenizer puts id {conventions.bos_id} before a text: an "
+                       f"encoder input takes only an EOS after it")
+    fields["encoder_eos"] = conventions.appends_eos
+  elif conventions.appends_eos:
+    raise ValueError(f"{src}: the tokenizer puts EOS after a text: a decoder-only model's "
+                     f"prompt cannot end with it")
+  else:
     fields["bos_id"] = conventions.bos_id
   return fields
 

@@ -1,5 +1,6 @@
 """A Hugging Face model's tokenizer exactly as transformers applies it: the tokenizer.json
-it encodes with, and its conventions (the token it puts before a text, its EOS).
+it encodes with, and its conventions (the token it puts before a text, its EOS, and
+whether it puts EOS after a text, as T5's does).
 
 transformers decides what `tokenizer(text)` adds from tokenizer_config.json (an explicit
 `add_bos_token` rebuilds the post-processor) or else from tokenizer.json's post-processor,
@@ -25,6 +26,7 @@ _PROBES = ("Hello world", " leading space,  two spaces\nand a new line", "Ünïc
 class Conventions:
   bos_id: int | None  # put before every text by `tokenizer(text)`; None: nothing
   eos: str | None  # the end-of-sequence token
+  appends_eos: bool = False  # `tokenizer(text)` ends with the EOS token (T5, Flan-T5)
 
 
 def has_tokenizer(src_dir: str | os.PathLike) -> bool:
@@ -37,10 +39,15 @@ def has_tokenizer(src_dir: str | os.PathLike) -> bool:
 def _conventions(tokenizer, src_dir: str | os.PathLike) -> Conventions:
   plain = tokenizer(_PROBES[0], add_special_tokens=False)["input_ids"]
   full = tokenizer(_PROBES[0])["input_ids"]
-  if full != plain and full[1:] != plain:
-    raise ValueError(f"{src_dir}: the tokenizer turns {_PROBES[0]!r} into {full}, not one "
-                     f"leading token + {plain}: only a leading BOS token is supported")
-  return Conventions(bos_id=None if full == plain else int(full[0]), eos=tokenizer.eos_token)
+  eos_id = tokenizer.eos_token_id
+  appends_eos = eos_id is not None and len(full) > len(plain) and full[-1] == eos_id
+  body = full[:-1] if appends_eos else full
+  if body != plain and body[1:] != plain:
+    raise ValueError(f"{src_dir}: the tokenizer turns {_PROBES[0]!r} into {full}, not "
+                     f"{plain} with one leading token and/or its EOS after: only a leading "
+                     f"BOS and a trailing EOS are supported")
+  return Conventions(bos_id=None if body == plain else int(body[0]), eos=tokenizer.eos_token,
+                     appends_eos=appends_eos)
 
 
 def export(src_dir: str | os.PathLike, path: str | os.PathLike) -> Conventions:

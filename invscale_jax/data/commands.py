@@ -131,7 +131,7 @@ def _tasks_lengths(args: argparse.Namespace) -> int:
   vocabulary = vocab.from_spec(vocab_spec.spec_of(args.vocabulary or "byte"))
   options = seqio_tasks.tasks.PromptOptions(args.seed, args.max_length or None)
   task = seqio_tasks.build_task(spec.name, variant.name, vocabulary, options,
-                                str(datadir.resolve(args.data_dir)))
+                                str(datadir.resolve(args.data_dir)), args.encoder_eos)
   print(f"TASK_FEATURE_LENGTHS = {lengths.max_lengths(task)!r}")
   return 0
 
@@ -155,7 +155,7 @@ def _tasks_show(args: argparse.Namespace) -> int:
   query = examples[args.example]
   reserve = args.generation_length if variant.chain_of_thought else 0
   fitted = variants.build_prompt(examples, query, variant, args.seed,
-                                     args.max_length or None, count, reserve)
+                                 args.max_length or None, count, reserve)
   print(f"{spec.name}.{variant.name} example {query.example_id} of {len(examples)} "
         f"(demonstrations: {fitted.n_demos} kept, {fitted.n_dropped} dropped; prompt: "
         f"{count(fitted.text)} tokens of {args.vocabulary or 'bytes'})")
@@ -178,6 +178,24 @@ def _tasks_show(args: argparse.Namespace) -> int:
   if variant.chain_of_thought:
     print(f"(the model then generates up to {args.generation_length} tokens; the answer is "
           f"read after the last \"So the answer is\")")
+  return 0
+
+
+def _tfds_build(args: argparse.Namespace) -> int:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.data import inverse_scaling_prize as dataset  # pylint: disable=g-import-not-at-top
+  manual_dir = datadir.resolve(args.manual_dir)
+  specs = ([_prize_task(t) for t in args.tasks.split(",")] if args.tasks
+           else datadir.present_tasks(manual_dir))
+  if not specs:
+    raise FileNotFoundError(f"{manual_dir}: no task files; run `invscale data download`")
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  for spec in specs:
+    builder = dataset.InverseScalingPrize(config=spec.seqio_name, data_dir=args.tfds_data_dir)
+    builder.download_and_prepare(download_config=config)
+    print(f"{dataset.NAME}/{spec.seqio_name}: {builder.info.splits[dataset.SPLIT].num_examples} "
+          f"examples in {builder.data_dir}")
   return 0
 
 
@@ -206,6 +224,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--time_limit", type=float, default=download.TIME_LIMIT,
                  help="seconds allowed for each file in all (default: %(default)g)")
   p.set_defaults(func=_download)
+
+  p = sub.add_parser("tfds-build", help="the TFDS dataset inverse_scaling_prize from the "
+                                        "official files (what `tfds build` does)")
+  p.add_argument("--manual_dir", help=f"the task files (default: as --data_dir: "
+                                      f"{datadir.ENV_VAR}, {datadir.DEFAULT})")
+  p.add_argument("--tfds_data_dir", help="where TFDS writes datasets (default: TFDS's own, "
+                                         "~/tensorflow_datasets)")
+  p.add_argument("--tasks", help="comma-separated task names (default: every file present)")
+  p.set_defaults(func=_tfds_build)
 
   tasks = subparsers.add_parser("tasks", help="the prize tasks: registered SeqIO names, one "
                                              "example as built, feature lengths")
@@ -248,4 +275,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--max_length", type=checks.int_flag(0), default=2048,
                  help="prompt budget in tokens, as INVSCALE_MAX_LENGTH (0: no cap; "
                       "default: %(default)s)")
+  p.add_argument("--encoder_eos", action="store_true",
+                 help="count the EOS an encoder-decoder model's inputs end with (T5X's "
+                      "EncoderDecoderModel, as INVSCALE_ENCODER_EOS)")
   p.set_defaults(func=_tasks_lengths)

@@ -85,12 +85,14 @@ def load_task(data_dir: os.PathLike | str, task: str) -> list[loader.Example]:
   return loader.load(path, spec.metric, spec.name)
 
 
-def key_parts(spec: task_registry.Task, variant: Variant, data_dir: str) -> dict[str, Any]:
+def key_parts(spec: task_registry.Task, variant: Variant, data_dir: str,
+              data_sha256: str | None = None) -> dict[str, Any]:
   """What of a task goes into the run key of a run on it: everything that builds its
-  prompts. The task file's content; a declared task's declaration; and for a variant whose
-  prompts hold the worked CoT exemplar, the exemplar's content."""
-  parts: dict[str, Any] = {"task": spec.name,
-                           "data_sha256": sha256_of(task_path(data_dir, spec))}
+  prompts. The task file's content (`data_sha256` when known otherwise, e.g. the release's
+  for the TFDS dataset); a declared task's declaration; and for a variant whose prompts
+  hold the worked CoT exemplar, the exemplar's content."""
+  parts: dict[str, Any] = {"task": spec.name, "data_sha256": data_sha256
+                           or sha256_of(task_path(data_dir, spec))}
   if not spec.prize:
     parts["task_spec"] = spec.declaration()
   if variant.worked_exemplar:

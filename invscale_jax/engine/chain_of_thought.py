@@ -55,11 +55,12 @@ def generate(requests: Sequence[Request], task: str, generator: Generator,
 
 def scoring_requests(requests: Sequence[Request], generations: Sequence[Generation],
                      vocabulary: seqio.Vocabulary, max_length: int | None,
-                     bos_id: int | None) -> list[Request]:
+                     bos_id: int | None, eos_id: int | None = None) -> list[Request]:
   """Requests whose prompt is prompt + generated rationale + " So the answer is"."""
   out = []
   for r, g in zip(requests, generations):
     tokens = np.asarray(vocabulary.encode(cot.scoring_prefix(r.prompt_text, g.text)), np.int32)
     branches = tuple(dataclasses.replace(b, context=b.context[:0]) for b in r.branches)
-    out.append(with_prompt(dataclasses.replace(r, branches=branches), tokens, bos_id, max_length))
+    out.append(with_prompt(dataclasses.replace(r, branches=branches), tokens, bos_id, max_length,
+                           eos_id))
   return out

@@ -15,6 +15,7 @@ import gin
 
 from invscale_jax import checks
 from invscale_jax import family as family_lib
+from invscale_jax import gin_macros
 from invscale_jax import overview, storage, task_registry
 from invscale_jax.data import commands as data_commands
 from invscale_jax.data import datadir
@@ -96,6 +97,8 @@ def options_from_args(args: argparse.Namespace):
   given = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
   if args.token_logprobs:
     given["token_logprobs"] = True
+  if args.no_encoder_eos:
+    given["encoder_eos"] = False
   if args.command == "generate":
     given["generate"] = True
   try:
@@ -122,6 +125,8 @@ def _score(args: argparse.Namespace) -> int:
   # Options, family, model names and the data dir are checked before TensorFlow, SeqIO or
   # JAX load (task and variant names: by `plan`, before any of them too).
   parse_gin(args.gin_file, args.gin_bindings)
+  if args.data_source:  # the gin macro the SeqIO tasks read (`data.sources`)
+    gin.parse_config(f"{gin_macros.DATA_SOURCE} = {args.data_source!r}")
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
   data_commands.use_task_dirs(args.task_dirs, family.task_dirs)
@@ -130,11 +135,11 @@ def _score(args: argparse.Namespace) -> int:
     family.get(name)
   tasks = checks.names(args.tasks, "--tasks")
   named = [task_registry.parse(t)[0] for t in tasks]  # unknown task names fail first
-  # Your own tasks read their files from their task directories, not the data dir.
-  data_dir = (_checked_data_dir(args.data_dir) if not tasks or any(s.prize for s in named)
-              else datadir.resolve(args.data_dir))
+  # Your own tasks, and the TFDS dataset, are not read from the data dir.
+  data_dir = (_checked_data_dir(args.data_dir) if args.data_source != "tfds" and (
+      not tasks or any(s.prize for s in named)) else datadir.resolve(args.data_dir))
   tasks = tasks or [s.name for s in (*datadir.present_tasks(data_dir),
-                                                   *task_registry.declared())]
+                                     *task_registry.declared())]
   if not tasks:
     raise FileNotFoundError(f"{data_dir}: no task files; run `invscale data download` or "
                             f"point --data_dir at the release")
@@ -189,6 +194,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data_dir", metavar="DIR",
                  help=f"task data directory, local or gs:// (default: gin macro "
                       f"{datadir.ENV_VAR}, ${datadir.ENV_VAR}, {datadir.DEFAULT})")
+  p.add_argument("--data_source", choices=("files", "tfds"), metavar="{files,tfds}",
+                 help="read the examples from the task files (default) or from the TFDS "
+                      "dataset inverse_scaling_prize ($INVSCALE_TFDS_DATA_DIR; needs --tasks)")
   p.add_argument("--out", required=True, type=checks.path_flag, metavar="RESULTS",
                  help="results directory, local or gs:// (created; a re-run resumes there)")
   p.add_argument("--gin_file", action="append", metavar="FILE",
@@ -211,6 +219,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                       "RESULTS/runs/<run_key>/samples/prompts.jsonl, joined to the records "
                       "by example_id; not part of the run key, so a re-run adds it to "
                       "complete runs (default: off)")
+  p.add_argument("--no_encoder_eos", action="store_true",
+                 help="encoder-decoder models: no EOS after the encoder input (default: EOS, "
+                      "as T5 was trained; a manifest entry's encoder_eos false does the same)")
   p.add_argument("--dry_run", action="store_true",
                  help="list each run as complete, partial or to do (and which option differs "
                       "from an earlier run of the same model, task and variant), with the "

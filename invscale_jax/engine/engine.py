@@ -86,6 +86,6 @@ class Engine:
     out = generation_records(run, requests, generations)
     if plan_lib.scores_after_generating(o):
       rescored = chain_of_thought.scoring_requests(requests, generations, vocabulary, run.max_length,
-                                                   run.bos_id)
+                                                   run.bos_id, plan_lib.eos_id(run, vocabulary))
       out += score_records(run, rescored, self.scorer.score(rescored, progress), o.token_logprobs)
     return out

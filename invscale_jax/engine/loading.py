@@ -69,6 +69,7 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
 
 def seqio_task(task: str, variant: str, vocabulary: seqio.Vocabulary, seed: int,
                max_length: int, generation_length: int, data_dir: str) -> seqio.Task:
-  """The SeqIO task of (task, variant) tokenized with this model's vocabulary."""
+  """The SeqIO task of (task, variant) tokenized with this model's vocabulary (no EOS after
+  the inputs: requests add it where the run says, `plan.eos_id`)."""
   options = seqio_tasks.tasks.PromptOptions(seed, max_length, generation_length)
-  return seqio_tasks.build_task(task, variant, vocabulary, options, str(data_dir))
+  return seqio_tasks.build_task(task, variant, vocabulary, options, str(data_dir), False)

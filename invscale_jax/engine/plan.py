@@ -21,7 +21,7 @@ import gin
 
 from invscale_jax import catalog, checks, records, results, storage, task_registry
 from invscale_jax import vocab_spec
-from invscale_jax.data import datadir, loader
+from invscale_jax.data import datadir, loader, sources
 from invscale_jax.data import variants as variants_lib
 from invscale_jax.engine import packing, runkey
 from invscale_jax.family import Family, ModelEntry
@@ -64,7 +64,7 @@ def _option_problems(o: "ScoringOptions") -> list[tuple[str, str]]:
       ("model_parallel", _is_int(o.model_parallel, 1), "must be an integer >= 1"),
       ("prefetch", o.prefetch in PREFETCH, f"must be one of {PREFETCH}"),
   ] + [(name, isinstance(getattr(o, name), bool), "must be true or false")
-       for name in ("token_logprobs", "cot_score", "generate", "pack")]
+       for name in ("token_logprobs", "cot_score", "generate", "pack", "encoder_eos")]
   return [(name, problem) for name, ok, problem in rules if not ok]
 
 
@@ -75,6 +75,8 @@ class ScoringOptions:
 
   tokenization: str = "separate"  # or "joint" (the prize pipeline's convention)
   bos: str = "model"  # token before each prompt: the model's convention, "none" or an id
+  encoder_eos: bool = True  # encoder-decoder: EOS after the encoder input (unless the model's
+  #                           manifest entry says encoder_eos false)
   max_length: int = 2048  # tokens, BOS + prompt + target (+ generation for CoT)
   seed: int = 0  # few-shot sampling and generation sampling seed
   dtype: str = "float32"  # activation dtype: float32 or bfloat16
@@ -104,12 +106,19 @@ class ScoringOptions:
       return entry.bos_id
     return None if self.bos == "none" else int(self.bos)
 
+  def encoder_eos_for(self, entry: ModelEntry) -> bool | None:
+    """Whether EOS ends the encoder input of `entry`'s model (None: not encoder-decoder)."""
+    if entry.architecture != "encoder_decoder":
+      return None
+    return self.encoder_eos and entry.encoder_eos
+
   def key_parts(self, variant: variants_lib.Variant) -> dict:
     """The options that determine a run's numbers (CoT options only for CoT variants)."""
     d = dataclasses.asdict(self)
-    # bos and max_length are resolved per model (Run.bos_id, Run.max_length).
-    drop = ["bos", "max_length", "chunk_size", "tokens_per_batch", "pack", "model_parallel",
-            "prefetch"]
+    # bos, encoder_eos and max_length are resolved per model (Run.bos_id, Run.encoder_eos,
+    # Run.max_length).
+    drop = ["bos", "encoder_eos", "max_length", "chunk_size", "tokens_per_batch", "pack",
+            "model_parallel", "prefetch"]
     if not (variant.chain_of_thought or self.generate):
       drop += ["generation_length", "temperature", "cot_score"]
     if self.generate:
@@ -126,6 +135,7 @@ class Run:
   info: dict
   bos_id: int | None
   max_length: int  # ScoringOptions.max_length, or less for a model with fewer positions
+  encoder_eos: bool | None = None  # EOS after the encoder input (None: decoder-only)
 
   def dir(self, out: str) -> str:
     return results.run_dir(out, self.key)
@@ -155,9 +165,11 @@ def task_variants(tasks: Sequence[str], variants: Sequence[str]
   return list(dict.fromkeys(pairs))
 
 
-def check_task_files(specs: Sequence[task_registry.Task], data_dir: str) -> None:
-  """Every task file is there; a declared task's file is valid (`FILE:LINE: FIELD: reason`)."""
-  missing = [s.name for s in specs if s.prize
+def check_task_files(specs: Sequence[task_registry.Task], data_dir: str,
+                     from_tfds: bool = False) -> None:
+  """Every task file is there (a prize task's, unless read from the TFDS dataset); a
+  declared task's file is valid (`FILE:LINE: FIELD: reason`)."""
+  missing = [s.name for s in specs if s.prize and not from_tfds
              and not storage.is_file(datadir.task_path(data_dir, s))]
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
@@ -179,10 +191,14 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
   # A name given twice (or two spellings of one task) is one run, planned once.
   entries = _unique([family.get(m) for m in models] if models else family.models)
   pairs = task_variants(tasks, variants)
-  check_task_files(list(dict.fromkeys(s for s, _ in pairs)), data_dir)
-  task_parts = {(s, v): datadir.key_parts(s, v, data_dir) for s, v in pairs}
+  # The TFDS dataset holds the release's files, checked against their sha256 when built.
+  from_tfds = sources.source() == sources.TFDS
+  check_task_files(list(dict.fromkeys(s for s, _ in pairs)), data_dir, from_tfds)
+  task_parts = {(s, v): datadir.key_parts(s, v, data_dir,
+                                          s.sha256 if from_tfds and s.prize else None)
+                for s, v in pairs}
   # A --limit run says of how many examples it holds the first N (shown as "N of M").
-  n_task = {s.name: len(datadir.load_task(data_dir, s.name))
+  n_task = {s.name: len(sources.load_examples(s, data_dir))
             for s in dict.fromkeys(s for s, _ in pairs)} if options.limit else {}
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
@@ -200,11 +216,14 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
                        f"model {entry.name}'s max_length {max_length}")
     vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
+    encoder_eos = options.encoder_eos_for(entry)
     for spec, variant in pairs:
       parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
                "vocabulary": vocabulary, "bos_id": bos_id, "max_length": max_length,
                **task_parts[(spec, variant)], "variant": variant.name,
                "options": options.key_parts(variant)}
+      if encoder_eos is not None:  # decoder-only keys stay as they were
+        parts["encoder_eos"] = encoder_eos
       key = runkey.run_key(parts)
       info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                   family=family.name, model=entry.to_dict())
@@ -212,7 +231,7 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
         info["task_source"] = spec.directory
       if spec.name in n_task:
         info["n_task_examples"] = n_task[spec.name]
-      runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
+      runs.append(Run(entry, spec, variant, key, info, bos_id, max_length, encoder_eos))
   return runs
 
 
@@ -265,7 +284,12 @@ def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions
   task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, run.max_length,
                             o.generation_length if generates(o, run) else 0, data_dir)
   return requests.from_task(task, vocabulary, o.tokenization, run.max_length, run.bos_id,
-                            o.limit or None)
+                            o.limit or None, eos_id(run, vocabulary))
+
+
+def eos_id(run: Run, vocabulary: seqio.Vocabulary) -> int | None:
+  """The token after the prompt: the vocabulary's EOS for an encoder input that ends so."""
+  return vocabulary.eos_id if run.encoder_eos else None
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ prompt tokens that are not shared (only with joint tokenization, see below) and 
 What precedes the prompt is the model's convention (`bos_id`, from the family manifest):
 T5X's decoder-only models see id 0, as T5X's feature converter shifts it in; GPT-NeoX
 (Pythia) sees nothing, as with transformers and the prize pipeline. Encoder-decoder
-prompts go to the encoder as they are (pass `bos_id=None`).
+prompts go to the encoder with nothing before them (pass `bos_id=None`) and, by default,
+EOS after them (`eos_id`), as T5's SeqIO tasks and transformers' T5 tokenizer do.
 
 Tokenization (`ScoringOptions.tokenization`):
 - "separate" (default, SeqIO's convention): prompt and class are tokenized separately.
@@ -70,18 +71,20 @@ def _common_prefix_len(seqs: Sequence[np.ndarray]) -> int:
 
 
 def with_prompt(request: Request, tokens: np.ndarray, bos_id: int | None,
-                max_length: int | None) -> Request:
-  """`request` with prefix `[bos_id] + tokens`, the tokens cut from the left (keeping the
-  BOS) so that prefix + the longest branch fits `max_length`."""
+                max_length: int | None, eos_id: int | None = None) -> Request:
+  """`request` with prefix `[bos_id] + tokens + [eos_id]` (each id only when not None),
+  the tokens cut from the left (keeping BOS and EOS) so that prefix + the longest branch
+  fits `max_length`."""
   bos = np.asarray([] if bos_id is None else [bos_id], np.int32)
+  eos = np.asarray([] if eos_id is None else [eos_id], np.int32)
   excess = 0
   if max_length is not None:
     longest = max(len(b.context) + len(b.target) for b in request.branches)
-    excess = max(0, len(bos) + len(tokens) + longest - max_length)
+    excess = max(0, len(bos) + len(tokens) + len(eos) + longest - max_length)
     if excess > len(tokens):
       raise ValueError(f"example {request.example_id}: a target alone is longer than "
                        f"max_length={max_length}; raise max_length")
-  prefix = np.concatenate([bos, np.asarray(tokens, np.int32)[excess:]])
+  prefix = np.concatenate([bos, np.asarray(tokens, np.int32)[excess:], eos])
   if not len(prefix):
     raise ValueError(f"example {request.example_id}: the prompt has no tokens and the model "
                      f"no BOS token: nothing to condition the target on")
@@ -89,7 +92,8 @@ def with_prompt(request: Request, tokens: np.ndarray, bos_id: int | None,
 
 
 def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: str,
-                  max_length: int | None, bos_id: int | None) -> Request:
+                  max_length: int | None, bos_id: int | None,
+                  eos_id: int | None) -> Request:
   rows = sorted(rows, key=lambda r: int(r["class_index"]))
   first = rows[0]
   texts = [r["targets_pretokenized"].decode("utf-8") for r in rows]
@@ -116,26 +120,26 @@ def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: 
       branches=tuple(Branch(c, t, x) for c, t, x in zip(contexts, targets, texts)),
       answer_index=int(first["answer_index"]) if is_class else None,
       n_demos_dropped=int(first["n_demos_dropped"]))
-  return with_prompt(request, prefix, bos_id, max_length)
+  return with_prompt(request, prefix, bos_id, max_length, eos_id)
 
 
 def from_rows(rows: Iterable[dict], vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
               max_length: int | None = None, bos_id: int | None = None,
-              limit: int | None = None) -> list[Request]:
+              limit: int | None = None, eos_id: int | None = None) -> list[Request]:
   """Groups a task's rows by example (in example order) into requests, of the first
   `limit` examples (None: all)."""
   groups: dict[int, list[dict]] = {}
   for row in rows:
     groups.setdefault(int(row["example_id"]), []).append(row)
-  return [_make_request(groups[e], vocabulary, tokenization, max_length, bos_id)
+  return [_make_request(groups[e], vocabulary, tokenization, max_length, bos_id, eos_id)
           for e in sorted(groups)[:limit]]
 
 
 def from_task(task: seqio.Task, vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
               max_length: int | None = None, bos_id: int | None = None,
-              limit: int | None = None) -> list[Request]:
+              limit: int | None = None, eos_id: int | None = None) -> list[Request]:
   """The requests of a SeqIO task built by `seqio_tasks.build_task` (see `from_rows`)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   dataset = task.get_dataset(sequence_length=None, split="test", shuffle=False)
   return from_rows(dataset.as_numpy_iterator(), vocabulary, tokenization, max_length, bos_id,
-                   limit)
+                   limit, eos_id)
