@@ -16,7 +16,8 @@ import numpy as np
 
 from invscale_jax import caveats as caveats_lib
 from invscale_jax import records as records_lib
-from invscale_jax import checks, results, storage
+from invscale_jax import checks, results, storage, task_registry
+from invscale_jax.data import declarations
 from invscale_jax.report import intervals
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report.errors import ReportError
@@ -36,7 +37,7 @@ class RunLine:
   status: str  # COMPLETE, PARTIAL or TODO
   n_done: int  # examples with records
   n_examples: int | None
-  metric: str  # "accuracy" or "sequence loss"
+  metric: str  # "accuracy", "loss" (classification, when the task declares it) or "sequence loss"
   value: float | None
   unparseable: float | None  # chain of thought: share of answers not parsed
   note: str = ""  # why a run is not complete, when something is wrong
@@ -56,22 +57,36 @@ class _Headline:
   unparseable: float | None = None
 
 
-def _headline(recs: Sequence[records_lib.Record]) -> _Headline:
-  """The metric, its value and 95% interval, and the unparseable rate, of the examples
-  with all their records."""
+def _declared_metric(info: dict) -> str:
+  """The metric the run's task is judged by, "accuracy" or "loss": the declaration run.json
+  keeps for your own tasks (`task_spec`), else the task's in the registry."""
+  try:
+    if "task_spec" in info:
+      return declarations.parse(info["task_spec"], "run.json: task_spec").headline
+    return task_registry.get(str(info.get("task"))).headline
+  except (declarations.DeclarationError, KeyError):
+    return "accuracy"
+
+
+def _headline(recs: Sequence[records_lib.Record], declared: str = "accuracy") -> _Headline:
+  """The metric (the task's `declared` one: accuracy, or classification loss), its value
+  and 95% interval, and the unparseable rate, of the examples with all their records."""
   if not recs:
     return _Headline()
   try:
     m = metrics_lib.example_metrics(recs, strict=False)
   except ReportError:
     return _Headline()
+  if m.answers is None:
+    name, shown = "loss", "sequence loss"
+  else:
+    name = "loss" if declared == "loss" and "loss" in m.values else "accuracy"
+    shown = name
   if not len(m.example_ids):
-    return _Headline("accuracy" if m.answers is not None else "sequence loss")
-  name = "loss" if m.answers is None else "accuracy"
+    return _Headline(shown)
   values = m.values[name]
   unparseable = m.values.get("unparseable_rate")
-  return _Headline("sequence loss" if m.answers is None else "accuracy",
-                   float(np.mean(values)), intervals.mean_interval(values),
+  return _Headline(shown, float(np.mean(values)), intervals.mean_interval(values),
                    None if unparseable is None else float(np.mean(unparseable)))
 
 
@@ -83,7 +98,7 @@ def run_line(directory: str) -> RunLine:
   notes = [] if problem in (None, results.NO_MARKER) else [problem]
   notes += [f"{name}: {why}" for name, why in found.bad]
   status = COMPLETE if problem is None else PARTIAL if found.done else TODO
-  head = _headline(found.records)
+  head = _headline(found.records, _declared_metric(info))
   model = info.get("model", {})
   return RunLine(model=str(model.get("name", "?")) if isinstance(model, dict) else "?",
                  task=str(info.get("task")), variant=str(info.get("variant")),
@@ -129,7 +144,7 @@ def _examples(line: RunLine) -> str:
 
 def _cells(line: RunLine) -> list[str]:
   unparseable = "-" if line.unparseable is None else f"{100 * line.unparseable:.0f}%"
-  metric = "acc" if line.metric == "accuracy" else "seq loss"
+  metric = {"accuracy": "acc", "sequence loss": "seq loss"}.get(line.metric, line.metric)
   return [line.model, f"{line.task}.{line.variant}", line.status, _examples(line),
           f"{metric} {_value(line)}", _interval(line), unparseable, *_caveats(line),
           line.where]
@@ -153,6 +168,8 @@ def index_markdown(found: Sequence[RunLine]) -> str:
   head = ["# Results index", "",
           "One line per run (model x task x prompt variant); `records` is the run's directory, "
           "named by its run key. Rewritten by `invscale score` and `invscale results`. "
+          "`result`: the task's headline metric (accuracy; loss for sequence tasks and for "
+          "your own tasks that declare it). "
           "`95%-interval`: Wilson's for accuracy, mean +/- 1.96 SE for losses; `setup`: "
           "activation dtype and what precedes each prompt (BOS); `caveats`: a `--limit` "
           "subset (N of the task's M examples), prompts truncated or demonstrations dropped "

@@ -329,17 +329,17 @@ def test_a_declared_task_scored_and_reported(tmp_path: pathlib.Path, tiny_family
   assert status[("tiny-1", "my-cmp.zero_shot")].startswith("complete")
 
 
-def test_your_tasks_are_drawn_apart_from_the_prize_average(tmp_path: pathlib.Path,
-                                                          forgetting) -> None:
-  """Runs of memo-trap and of a declared task (metric: loss), read back from results: the
-  declared task has its own curves, shown by its loss, and no part in the average."""
+def write_loss_task_runs(root: pathlib.Path) -> dict[str, list]:
+  """Complete zero-shot runs of tiny-1 and tiny-2 on memo-trap and on my-cmp declared with
+  metric loss (its declaration only in run.json: the task directory is "/gone"), nothing
+  declared afterwards; each run's records by run key."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from invscale_jax.report import analysis, load, tables  # pylint: disable=g-import-not-at-top
   from test_report_end_to_end import class_records, entry  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   spec = {**DECLARATION, "metric": "loss", "demos_in_prompt": False}
+  written = {}
   for model in ("tiny-1", "tiny-2"):
     for task in ("memo-trap", "my-cmp"):
       key = f"{model}.{task}"
@@ -350,13 +350,53 @@ def test_your_tasks_are_drawn_apart_from_the_prize_average(tmp_path: pathlib.Pat
               "record_kinds": ["class"],
               **({"task_spec": spec, "task_source": "/gone"} if task == "my-cmp" else {})}
       with results.LeaseKeeper() as keeper:
-        writer = results.open_run(results.run_dir(str(tmp_path), key), info, key, keeper)
+        writer = results.open_run(results.run_dir(str(root), key), info, key, keeper)
         writer.write_chunk(recs)
         writer.finish()
+      written[key] = recs
   task_registry.use([])
+  return written
+
+
+def test_your_tasks_are_drawn_apart_from_the_prize_average(tmp_path: pathlib.Path,
+                                                          forgetting) -> None:
+  """Runs of memo-trap and of a declared task (metric: loss), read back from results: the
+  declared task has its own curves, shown by its loss, and no part in the average."""
+  from invscale_jax.report import analysis, load, tables  # pylint: disable=g-import-not-at-top
+
+  write_loss_task_runs(tmp_path)
   a = analysis.analyse(load.load_runs([str(tmp_path)]), options=analysis.Options(resamples=100))
   assert [av.tasks for av in a.averages] == [("memo-trap",), ("memo-trap",)]  # accuracy, loss
   assert {(c.task, c.metric) for c in a.curves if c.task == "my-cmp"} >= {
       ("my-cmp", "accuracy"), ("my-cmp", "loss")}
   assert tables.metric_for("my-cmp", "accuracy") == "loss"
   assert task_registry.get("my_cmp").directory == "/gone"
+
+
+def test_the_results_table_shows_the_declared_metric(tmp_path: pathlib.Path, run_cli: RunCli,
+                                                     forgetting) -> None:
+  """`invscale results` and INDEX.md show a declared task's headline metric (loss, with
+  its interval), known from run.json alone; prize classification tasks keep accuracy."""
+  import math  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  written = write_loss_task_runs(tmp_path)
+  result = run_cli("results", tmp_path)
+  assert result.code == 0, result.err
+  rows = {tuple(line.split()[:2]): line.split() for line in result.out.splitlines()[2:]}
+  index = (tmp_path / "INDEX.md").read_text()
+  for model in ("tiny-1", "tiny-2"):
+    recs = written[f"{model}.my-cmp"]
+    # -log of the correct class after normalising over the two classes, per example.
+    losses = np.array([
+        -next(r.logprob for r in recs if r.example_id == i and r.class_index == r.answer_index)
+        + math.log(sum(math.exp(r.logprob) for r in recs if r.example_id == i))
+        for i in range(40)])
+    se = losses.std(ddof=1) / math.sqrt(len(losses))
+    low, high = losses.mean() - 1.96 * se, losses.mean() + 1.96 * se
+    cells = ["loss", f"{losses.mean():.3f}", f"{low:.3f}-{high:.3f}"]
+    assert rows[(model, "my-cmp.zero_shot")][4:7] == cells
+    assert f"| {model} | my-cmp.zero_shot | complete | 40 | loss {cells[1]} | {cells[2]} |" in index
+    assert rows[(model, "memo-trap.zero_shot")][4] == "acc"
+    assert rows[(model, "memo-trap.zero_shot")][5].endswith("%")

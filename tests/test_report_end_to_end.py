@@ -116,7 +116,8 @@ def test_report_end_to_end(results, tmp_path, run_cli):
 
   rows = list(csv.DictReader(open(out / "metrics.csv")))
   assert list(rows[0]) == ["family", "model", "compute", "n_params", "task", "variant",
-                           "metric", "value", "ci_low", "ci_high", "n_examples", "chance"]
+                           "metric", "value", "ci_low", "ci_high", "n_examples", "chance",
+                           "notes"]
   # classification runs: 4 metrics (accuracy, loss, total_logprob, tie_rate) x 14 runs;
   # prompt-injection: loss x 8 runs; averages (accuracy, loss) x 2 variants x 4 models;
   # external: 2 rows.

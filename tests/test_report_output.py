@@ -172,3 +172,30 @@ def test_ties_follow_the_chosen_rule_and_are_counted(tmp_path, run_cli: RunCli) 
   assert "Accuracy breaks a tie by **fractional**" in summaries["fractional"]
   assert ("- Data: the memo-trap release changed after the prize's own evaluation; numbers "
           "may differ from the prize's published plots\n") in summaries["argmax"]
+
+
+def test_metrics_csv_carries_each_points_notes(tmp_path, run_cli: RunCli) -> None:
+  """tiny-1 truncated prompts and is untrained: its rows' `notes` say so, as its points'
+  notes in metrics.json do; tiny-2's rows and an external point's have none."""
+  rng = np.random.default_rng(5)
+  results = tmp_path / "results"
+  for model, info in (("tiny-1", dict(n_truncated=2, max_length=512, trained=False)),
+                      ("tiny-2", {})):
+    write_run(results, model, "memo-trap", "zero_shot",
+              class_records(model, "memo-trap", "zero_shot", 0.6, rng, n=20), **info)
+  ext = tmp_path / "ext.csv"
+  ext.write_text("model,compute,task,metric,value\npalm-8b,3.7e22,memo-trap,accuracy,0.7\n")
+  out = tmp_path / "report"
+  result = run_cli("report", results, "--out", out, "--external", ext, "--resamples", "50")
+  assert result.code == 0, result.err
+  rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
+  assert list(rows[0])[-1] == "notes"
+  data = json.loads((out / "metrics.json").read_text())
+  points = {(p["model"], c["task"], c["metric"]): p["notes"] for c in data["curves"]
+            for p in c["points"]}
+  notes = {(r["model"], r["task"], r["metric"]): r["notes"] for r in rows}
+  assert notes == {k: "; ".join(v) for k, v in points.items()} | {
+      ("palm-8b", "memo-trap", "accuracy"): ""}
+  assert notes[("tiny-1", "memo-trap", "accuracy")] == (
+      "2 prompts truncated to fit 512 tokens; untrained model (manifest: trained false)")
+  assert notes[("tiny-2", "memo-trap", "accuracy")] == ""

@@ -13,4 +13,5 @@ Modules, in the order data flows through them:
   analysis    the pipeline above, as one pure function
   export, tables, markdown, html, plots   outputs; output writes them atomically
   commands    `invscale report`
+  browse      `--open`: the report in a browser (a gs:// one copied to the cache first)
 """

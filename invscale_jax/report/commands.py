@@ -11,6 +11,7 @@ from invscale_jax import family as family_lib
 from invscale_jax import task_registry
 from invscale_jax.data import commands as data_commands
 from invscale_jax.report import analysis
+from invscale_jax.report import browse
 from invscale_jax.report import external
 from invscale_jax.report import load
 from invscale_jax.report import metrics
@@ -43,6 +44,8 @@ def _run(args: argparse.Namespace) -> int:
                              margin=args.margin, axis=args.x, ties=args.ties)
   out = make_report(args.results, args.out, args.family, args.external, options)
   print(f"report written to {out}")
+  if args.open:
+    print(browse.open_report(out))
   return 0
 
 
@@ -52,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("results", nargs="*", help="RESULTS directories written by `invscale score`")
   p.add_argument("--out", required=True, type=checks.path_flag,
                  help="report directory (replaced atomically)")
+  p.add_argument("--open", action="store_true",
+                 help="then open report.html in a browser (a gs:// report is first copied "
+                 "to invscale's cache); without a browser, print the local path")
   p.add_argument("--family", action="append", default=[], metavar="MANIFEST",
                  help="family manifest whose compute figures override run.json (repeatable)")
   p.add_argument("--external", action="append", default=[], metavar="CSV",

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 from invscale_jax.report.analysis import Analysis
 
 CSV_COLUMNS = ("family", "model", "compute", "n_params", "task", "variant", "metric", "value",
-               "ci_low", "ci_high", "n_examples", "chance")
+               "ci_low", "ci_high", "n_examples", "chance", "notes")
+NOTE_SEPARATOR = "; "  # between a point's notes in the `notes` column
 
 
 def _clean(value: Any) -> Any:
@@ -37,9 +38,12 @@ def _csv_value(value: Any) -> str:
 
 
 def metrics_csv(a: Analysis) -> str:
-  """One row per (family, model, task, variant, metric), runs then external points."""
-  rows = [dataclasses.asdict(p) for c in a.curves for p in c.points]
-  rows += [dataclasses.asdict(p) | {"n_examples": None, "chance": None} for p in a.externals]
+  """One row per (family, model, task, variant, metric), runs then external points; `notes`
+  holds a point's caveats (subset, truncation, ...), joined by NOTE_SEPARATOR."""
+  rows = [dataclasses.asdict(p) | {"notes": NOTE_SEPARATOR.join(p.notes)}
+          for c in a.curves for p in c.points]
+  rows += [dataclasses.asdict(p) | {"n_examples": None, "chance": None, "notes": ""}
+           for p in a.externals]
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")
   writer.writerow(CSV_COLUMNS)
