@@ -23,6 +23,7 @@ _STAGES = (
     "invscale_jax.models.commands",  # invscale family ..., invscale convert ...
     "invscale_jax.engine.commands",  # invscale score, invscale generate
     "invscale_jax.report.commands",  # invscale report
+    "invscale_jax.lab.commands",  # invscale lab
 )
 
 
