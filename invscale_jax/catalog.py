@@ -1,12 +1,15 @@
 """The 11 Inverse Scaling Prize tasks: the single table every other module reads.
 
 The loader, the SeqIO registrations, the downloader, `invscale data status` and the
-docs all come from `TASKS`; nothing else lists task names, files or hashes.
+docs all come from `TASKS`; nothing else lists task names, files or hashes. Code that
+takes any task (a prize task or one declared in a task directory) looks it up in
+`task_registry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 CLASSIFICATION = "classification"
 SEQUENCE_PROBABILITY = "sequence_probability"
@@ -29,10 +32,17 @@ class TaskSpec:
   # The released file changed after the prize's own evaluation of the task.
   changed_after_evaluation: bool = False
 
+  prize: ClassVar[bool] = True  # (declared tasks, `data.declarations.UserTask`, are not)
+
   @property
   def seqio_name(self) -> str:
     """Name used in SeqIO task names: `invscale:<seqio_name>.<variant>`."""
     return self.name.replace("-", "_")
+
+  @property
+  def headline(self) -> str:
+    """The metric the task is judged by: accuracy, or loss for sequence probability."""
+    return "loss" if self.metric == SEQUENCE_PROBABILITY else "accuracy"
 
 
 TASKS: tuple[TaskSpec, ...] = (

@@ -9,6 +9,9 @@ A manifest is a JSON file::
                "n_params": 123456, "train_tokens": 1e9, "train_flops": null,
                "bos_id": 0}, ...]}
 
+`"task_dirs": ["tasks"]` (optional) names directories of your own task declarations
+(`data.declarations`), relative to the manifest's directory like the other paths.
+
 Every path may be a `gs://` URL, the manifest's own included (`hf_dir` excepted: torch
 and safetensors read local files). Relative `checkpoint`, `hf_dir` and vocabulary paths
 are relative to the manifest's directory (inside the bucket for a `gs://` manifest); a
@@ -92,6 +95,7 @@ class Family:
   models: tuple[ModelEntry, ...]
   path: str
   description: str = ""
+  task_dirs: tuple[str, ...] = ()  # resolved directories of declared tasks
 
   def get(self, name: str) -> ModelEntry:
     for m in self.models:
@@ -210,9 +214,13 @@ def load(path: os.PathLike | str) -> Family:
         train_flops=_number(where, m.get("train_flops"), "train_flops"),
         bos_id=_bos_id(where, m)))
   stem = os.path.splitext(storage.basename(path))[0]
+  task_dirs = data.get("task_dirs", [])
+  if not isinstance(task_dirs, list):
+    raise ManifestError(f"{path}: task_dirs: must be a list of directories, got {task_dirs!r}")
   return Family(name=_string(path, data.get("family", stem), "family"),
                 models=tuple(models), path=str(path),
-                description=str(data.get("description", "")))
+                description=str(data.get("description", "")),
+                task_dirs=tuple(_resolve(base, _string(path, d, "task_dirs")) for d in task_dirs))
 
 
 def shipped() -> list[pathlib.Path]:

@@ -11,6 +11,7 @@ macros instead, which need no registration and work with and without
   INVSCALE_SEED = 0                  # few-shot sampling
   INVSCALE_MAX_LENGTH = 2048         # prompt budget in tokens (None: no cap)
   INVSCALE_GENERATION_LENGTH = 128   # room kept for chain-of-thought generation
+  INVSCALE_TASK_DIRS = ['/data/my_tasks']  # directories of your own task declarations
 
 or, on a T5X command line, `--gin.INVSCALE_DATA_DIR="'/data/inverse_scaling'"`.
 """
@@ -26,6 +27,7 @@ VOCABULARY = "INVSCALE_VOCABULARY"
 SEED = "INVSCALE_SEED"
 MAX_LENGTH = "INVSCALE_MAX_LENGTH"
 GENERATION_LENGTH = "INVSCALE_GENERATION_LENGTH"
+TASK_DIRS = "INVSCALE_TASK_DIRS"
 
 
 def value(name: str, default: Any = None) -> Any:
@@ -38,6 +40,8 @@ def value(name: str, default: Any = None) -> Any:
     bound = gin.query_parameter(f"%{name}")
   except ValueError:  # gin's answer for a macro that is not bound
     return default
+  except NameError:  # asked while a gin file with dynamic registration is parsed (its
+    return default  # `import seqio_tasks`): nothing can be queried then; bound later
   if isinstance(bound, gin.config.ConfigurableReference):
     return bound.scoped_configurable_fn() if bound.evaluate else bound.scoped_configurable_fn
   return bound

@@ -1,7 +1,8 @@
-"""SeqIO tasks for the 11 prize tasks x prompt variants, built from one table.
+"""SeqIO tasks for the 11 prize tasks and your own declared tasks x prompt variants.
 
 Names are `invscale:<task>.<variant>`, e.g. `invscale:neqa.zero_shot`,
-`invscale:memo_trap.1_shot`. A classification example becomes one row per class, carrying
+`invscale:memo_trap.1_shot`. Declared tasks (`task_registry`) get the same variants, the
+chain-of-thought ones only where their declaration gives CoT exemplars. A classification example becomes one row per class, carrying
 its group (`example_id`), `class_index`, `is_correct` and passthrough metadata; a
 sequence-probability example becomes one prompt/completion row. Inputs and targets are
 tokenized separately (SeqIO's convention) without EOS.
@@ -16,18 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 
-from invscale_jax import catalog, gin_macros
+from invscale_jax import catalog, gin_macros, task_registry
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.data import datadir, variants
+from invscale_jax.data import datadir, declarations, variants
 from invscale_jax.data.loader import Example
 from seqio_tasks import metrics
 
-PREFIX = "invscale"
+PREFIX = task_registry.PREFIX
 SPLIT = "test"
 # The registered variants; `register_variant` adds more (any "<k>_shot").
 VARIANTS = ("zero_shot", "1_shot", "3_shot", "5_shot", "cot_zero_shot", "cot_1_shot")
@@ -53,19 +54,24 @@ class PromptOptions:
 
 
 def task_name(task: str, variant: str) -> str:
-  return f"{PREFIX}:{catalog.get(task).seqio_name}.{variant}"
+  return f"{PREFIX}:{task_registry.get(task).seqio_name}.{variant}"
 
 
-def parse_task_name(name: str) -> tuple[catalog.TaskSpec, variants.Variant]:
+def parse_task_name(name: str) -> tuple[task_registry.Task, variants.Variant]:
   """`invscale:<task>.<variant>` -> (task spec, variant); errors name the bad part."""
   prefix, _, rest = name.partition(":")
   task, _, variant = rest.partition(".")
   if prefix != PREFIX or not task or not variant:
     raise ValueError(f"task: {name!r} is not of the form {PREFIX}:<task>.<variant>")
-  return catalog.get(task), variants.parse(variant)
+  return task_registry.get(task), variants.parse(variant)
 
 
-def _rows(examples: list[Example], spec: catalog.TaskSpec, variant: variants.Variant,
+def has_variant(spec: task_registry.Task, variant: variants.Variant) -> bool:
+  """Chain-of-thought variants exist for prize tasks and for declared tasks with exemplars."""
+  return spec.prize or not variant.chain_of_thought or spec.exemplar_path is not None
+
+
+def _rows(examples: list[Example], spec: task_registry.Task, variant: variants.Variant,
           prompts: list[variants.Fitted]) -> dict[str, list[Any]]:
   """One row per class (classification) or per completion (sequence probability)."""
   rows: dict[str, list[Any]] = {k: [] for k in (
@@ -87,7 +93,7 @@ def _rows(examples: list[Example], spec: catalog.TaskSpec, variant: variants.Var
   return rows
 
 
-def rows_for(spec: catalog.TaskSpec, variant: variants.Variant, vocabulary: seqio.Vocabulary,
+def rows_for(spec: task_registry.Task, variant: variants.Variant, vocabulary: seqio.Vocabulary,
              options: PromptOptions, data_dir: str | None = None) -> dict[str, list[Any]]:
   """The untokenized rows of one task x variant (what the SeqIO source yields)."""
   examples = datadir.load_task(datadir.resolve(data_dir), spec.name)
@@ -99,7 +105,7 @@ def rows_for(spec: catalog.TaskSpec, variant: variants.Variant, vocabulary: seqi
 
 
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
-                spec: catalog.TaskSpec, variant: variants.Variant,
+                spec: task_registry.Task, variant: variants.Variant,
                 vocabulary: seqio.Vocabulary, options: PromptOptions | None,
                 data_dir: str | None) -> tf.data.Dataset:
   del split, shuffle_files, seed  # one split, in file order
@@ -118,7 +124,10 @@ def _postprocess(output: Any, example: Mapping[str, Any] | None = None,
 def build_task(task: str, variant: str, vocabulary: seqio.Vocabulary | None = None,
                options: PromptOptions | None = None, data_dir: str | None = None) -> seqio.Task:
   """An (unregistered) SeqIO task; `vocabulary` defaults to the configured one."""
-  spec, parsed = catalog.get(task), variants.parse(variant)
+  spec, parsed = task_registry.get(task), variants.parse(variant)
+  if not has_variant(spec, parsed):
+    raise ValueError(f"{spec.source}: cot_exemplars: not declared, so task {spec.name} has "
+                     f"no {parsed.name} variant")
   vocabulary = vocabulary or vocab_lib.ConfiguredVocabulary()
   source = seqio.FunctionDataSource(
       functools.partial(_dataset_fn, spec=spec, variant=parsed, vocabulary=vocabulary,
@@ -132,10 +141,14 @@ def build_task(task: str, variant: str, vocabulary: seqio.Vocabulary | None = No
                     postprocess_fn=_postprocess, metric_fns=list(metric_fns))
 
 
-def register_variant(variant: str) -> list[str]:
-  """Registers `variant` for all 11 tasks (idempotent); returns the task names."""
+def register_variant(variant: str, specs: Sequence[task_registry.Task] | None = None
+                     ) -> list[str]:
+  """Registers `variant` for `specs` (default: every known task) where the task has it
+  (idempotent); returns the task names."""
   names = []
-  for spec in catalog.TASKS:
+  for spec in task_registry.known() if specs is None else specs:
+    if not has_variant(spec, variants.parse(variant)):
+      continue
     name = task_name(spec.name, variant)
     if name not in seqio.TaskRegistry.names():
       seqio.TaskRegistry.add_provider(name, build_task(spec.name, variant))
@@ -143,5 +156,15 @@ def register_variant(variant: str) -> list[str]:
   return names
 
 
+def register_task_dirs(directories: Sequence[str]) -> list[str]:
+  """Declares the tasks of these task directories and registers their variants."""
+  specs = declarations.read_dirs(directories)
+  task_registry.add(specs)
+  return [name for variant in VARIANTS for name in register_variant(variant, specs)]
+
+
 def register_all() -> list[str]:
+  """Every variant of the prize tasks and of the tasks declared in the directories that
+  gin (INVSCALE_TASK_DIRS) and the environment name now."""
+  task_registry.add(declarations.read_dirs(task_registry.environment_dirs()))
   return [name for variant in VARIANTS for name in register_variant(variant)]

@@ -396,3 +396,20 @@ def test_tasks_lengths_prints_the_longest_row(vocabulary, data_dir, spm_model, r
   assert lengths == {"inputs": max(len(encoder.encode(e.prompt)) for e in examples),
                      "targets": max(len(encoder.encode(c)) for e in examples for c in e.classes)}
   assert run_cli("tasks", "lengths", "neqa.two_shot", "--data_dir", data_dir).code == 2
+
+
+def test_own_task_named_by_a_flag_after_the_shipped_gin_file(t5x_dir, tmp_path) -> None:
+  """Your own task under T5X: the shipped gin file imports seqio_tasks while it is parsed,
+  before the INVSCALE_TASK_DIRS flag is bound; the task is declared when first named."""
+  from test_own_tasks import ROWS, write_task_dir  # pylint: disable=g-import-not-at-top
+
+  task_dir = write_task_dir(tmp_path / "tasks")
+  result = run_t5x(
+      t5x_dir, tmp_path, "infer", [model_gin(tmp_path, "@seqio.ByteVocabulary()"),
+                                   t5x_dir / "infer.gin",
+                                   REPO / "gin" / "t5x" / "score_invscale.gin"],
+      ["MIXTURE_OR_TASK_NAME = 'invscale:my_cmp.zero_shot'", "CHECKPOINT_PATH = '/unused'",
+       "INFER_OUTPUT_DIR = '/unused'", f"INVSCALE_TASK_DIRS = ['{task_dir}']"])
+  full = result["full"]
+  assert len(full) == 2 * len(ROWS) and result["trimmed"] == full
+  assert full[0]["inputs"] == [b + 3 for b in ROWS[0]["prompt"].encode()]  # ByT5's ids

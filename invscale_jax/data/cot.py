@@ -1,7 +1,8 @@
 """Chain-of-thought (CoT) prompts: Wei et al.'s 1-shot CoT, and zero-shot "step by step".
 
-Each task has one hand-written exemplar, `seqio_tasks/cot_exemplars/<task>.json` (replace them
-by passing `directory` to `load_exemplar`), with the fields: task, prompt (a new example in
+Each prize task has one hand-written exemplar, `seqio_tasks/cot_exemplars/<task>.json` (replace
+them by passing `directory` to `load_exemplar`); a declared task has the file its declaration
+names in `cot_exemplars` (or no CoT variants). An exemplar has the fields: task, prompt (a new example in
 the task's own format), classes and answer_index (null for a sequence-probability task, which
 gives `completion` instead), rationale (must not contain the answer phrase), answer_phrase, note.
 
@@ -34,7 +35,7 @@ import json
 import pathlib
 from typing import Any, NoReturn, Sequence
 
-from invscale_jax import catalog
+from invscale_jax import catalog, storage, task_registry
 from invscale_jax.data.extract import ANSWER_PHRASE, split_at_answer
 
 DEFAULT_DIRECTORY = pathlib.Path(__file__).resolve().parents[2] / "seqio_tasks" / "cot_exemplars"
@@ -86,17 +87,17 @@ class Exemplar:
     return f" {self.rationale} {self.answer_phrase}{closed}"
 
 
-def _fail(path: pathlib.Path, field: str, reason: str) -> NoReturn:
+def _fail(path: str, field: str, reason: str) -> NoReturn:
   raise ExemplarError(f"{path}: {field}: {reason}")
 
 
-def _read(path: pathlib.Path) -> dict[str, Any]:
+def _read(path: str) -> dict[str, Any]:
   try:
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = json.loads(storage.read_text(path))
   except FileNotFoundError:
     _fail(path, "file", "not found")
-  except UnicodeDecodeError as e:
-    _fail(path, "file", f"not UTF-8 text ({e.reason} at byte {e.start})")
+  except storage.StorageError as e:  # not UTF-8, unreadable
+    _fail(path, "file", e.detail)
   except json.JSONDecodeError as e:
     _fail(path, "file", f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})")
   if not isinstance(raw, dict):
@@ -104,7 +105,7 @@ def _read(path: pathlib.Path) -> dict[str, Any]:
   return raw
 
 
-def _check_answer(path: pathlib.Path, raw: dict[str, Any], metric: str) -> None:
+def _check_answer(path: str, raw: dict[str, Any], metric: str) -> None:
   classes, index, completion = raw.get("classes"), raw.get("answer_index"), raw.get("completion")
   if metric == catalog.SEQUENCE_PROBABILITY:
     for key, value in (("classes", classes), ("answer_index", index)):
@@ -123,10 +124,23 @@ def _check_answer(path: pathlib.Path, raw: dict[str, Any], metric: str) -> None:
     _fail(path, "answer_index", f"must be an integer in [0, {len(classes)}), got {index!r}")
 
 
+def exemplar_path(task: str) -> str:
+  """The file of the task's exemplar: the shipped one of a prize task, or the one its
+  declaration names (a task without one has no CoT variants: an error)."""
+  spec = task_registry.get(task)
+  if spec.prize:
+    return str(DEFAULT_DIRECTORY / f"{spec.name}.json")
+  if spec.exemplar_path is None:
+    raise ExemplarError(f"{spec.source}: cot_exemplars: not declared, so task {spec.name} has "
+                        f"no chain-of-thought variants")
+  return spec.exemplar_path
+
+
 def load_exemplar(task: str, directory: str | pathlib.Path | None = None) -> Exemplar:
-  """The task's exemplar from `directory` (default: the package's `cot_exemplars`)."""
-  spec = catalog.get(task)
-  path = pathlib.Path(directory or DEFAULT_DIRECTORY) / f"{spec.name}.json"
+  """The task's exemplar: `directory`/<task>.json if given, else `exemplar_path(task)`."""
+  spec = task_registry.get(task)
+  path = (storage.join(directory, f"{spec.name}.json") if directory is not None
+          else exemplar_path(task))
   raw = _read(path)
   if unknown := sorted(set(raw) - _FIELDS):
     _fail(path, unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS))})")
@@ -167,7 +181,7 @@ def scoring_prefix(prompt: str, generation: str, answer_phrase: str = ANSWER_PHR
 
 def stop_strings(task: str) -> tuple[str, ...]:
   """Strings that end a CoT generation for `task` (release or SeqIO name)."""
-  return _STOP_ALL + _STOP_TASK.get(catalog.get(task).name, ())
+  return _STOP_ALL + _STOP_TASK.get(task_registry.get(task).name, ())
 
 
 def truncate(generation: str, stops: Sequence[str]) -> str:

@@ -12,7 +12,8 @@ import dataclasses
 import gin
 
 from invscale_jax import family as family_lib
-from invscale_jax import overview, storage
+from invscale_jax import overview, storage, task_registry
+from invscale_jax.data import commands as data_commands
 from invscale_jax.data import datadir
 from invscale_jax.engine import hosts
 
@@ -50,12 +51,16 @@ def _score(args: argparse.Namespace) -> int:
   parse_gin(args.gin_file, args.gin_bindings)
   options = options_from_args(args)  # bad options fail here, before anything is read
   family = family_lib.load(args.family)
+  data_commands.use_task_dirs(args.task_dirs, family.task_dirs)
   data_dir = datadir.resolve(args.data_dir)
-  tasks = _split(args.tasks) or [s.name for s in datadir.present_tasks(data_dir)]
+  tasks = _split(args.tasks) or [s.name for s in (*datadir.present_tasks(data_dir),
+                                                   *task_registry.declared())]
   if not tasks:
     raise FileNotFoundError(f"{data_dir}: no task files; run `invscale data download` or "
                             f"point --data_dir at the release")
   variants = _split(args.variants) or ["zero_shot"]
+  from invscale_jax.engine import plan  # pylint: disable=g-import-not-at-top
+  plan.task_variants(tasks, variants)  # unknown names fail now, before anything heavy
   models, out = _split(args.model) or None, storage.absolute(args.out)
   if args.dry_run:
     from invscale_jax.engine import dry_run  # pylint: disable=g-import-not-at-top
@@ -78,7 +83,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
   """Flags shared by `score` and `generate`."""
   p.add_argument("--family", required=True, help="family manifest (JSON)")
   p.add_argument("--model", help="comma-separated model names (default: all in the family)")
-  p.add_argument("--tasks", help="comma-separated tasks (default: all present in the data dir)")
+  p.add_argument("--tasks", help="comma-separated tasks, each spelt memo-trap, memo_trap or "
+                                 "invscale:memo_trap.zero_shot (the last also fixes the "
+                                 "variant) (default: all present in the data dir, and your "
+                                 "own declared tasks)")
+  data_commands.add_task_dirs_flag(p)
   p.add_argument("--variants", help="comma-separated prompt variants (default: zero_shot)")
   p.add_argument("--data_dir", help=f"task data directory (default: ${datadir.ENV_VAR})")
   p.add_argument("--out", required=True, help="results directory")

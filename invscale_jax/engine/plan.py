@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
 
-from invscale_jax import catalog, records, results, storage
+from invscale_jax import catalog, records, results, storage, task_registry
 from invscale_jax import vocab_spec
-from invscale_jax.data import datadir
+from invscale_jax.data import datadir, loader
 from invscale_jax.data import variants as variants_lib
 from invscale_jax.engine import packing, runkey
 from invscale_jax.family import Family, ModelEntry
@@ -116,7 +116,7 @@ class ScoringOptions:
 @dataclasses.dataclass(frozen=True)
 class Run:
   entry: ModelEntry
-  task: catalog.TaskSpec
+  task: task_registry.Task
   variant: variants_lib.Variant
   key: str
   info: dict
@@ -131,17 +131,43 @@ class Run:
     return f"{self.entry.name} {self.task.name}.{self.variant.name} (run {self.key})"
 
 
-def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
-         variants: Sequence[str], data_dir: str, options: ScoringOptions) -> list[Run]:
-  """The runs to do, each with its content-hashed key and run.json contents."""
-  entries = [family.get(m) for m in models] if models else list(family.models)
-  specs = [catalog.get(t) for t in tasks]
-  parsed = [variants_lib.parse(v) for v in variants]
-  missing = [s.name for s in specs if not storage.is_file(datadir.task_path(data_dir, s))]
+def task_variants(tasks: Sequence[str], variants: Sequence[str]
+                  ) -> list[tuple[task_registry.Task, variants_lib.Variant]]:
+  """(task, variant) pairs: each task under every variant, or under the one its name fixes
+  (`invscale:memo_trap.zero_shot`); unknown names fail here, before anything is read."""
+  default = [variants_lib.parse(v) for v in variants]
+  pairs = []
+  for name in tasks:
+    spec, variant = task_registry.parse(name)
+    pairs += [(spec, v) for v in ([variants_lib.parse(variant)] if variant else default)]
+  return list(dict.fromkeys(pairs))
+
+
+def check_task_files(specs: Sequence[task_registry.Task], data_dir: str) -> None:
+  """Every task file is there; a declared task's file is valid (`FILE:LINE: FIELD: reason`)."""
+  missing = [s.name for s in specs if s.prize
+             and not storage.is_file(datadir.task_path(data_dir, s))]
   if missing:
     raise FileNotFoundError(f"{data_dir}: no task file for {', '.join(missing)}; "
                             f"run `invscale data download --data_dir {data_dir}`")
-  data_hash = {s.name: datadir.sha256_of(datadir.task_path(data_dir, s)) for s in specs}
+  for spec in specs:
+    if not spec.prize:
+      problems = loader.check(datadir.task_path(data_dir, spec), spec.metric, spec.name)[1]
+      if problems:
+        more = (f" (and {len(problems) - 1} more: `invscale data validate "
+                f"{problems[0].file}`)" if len(problems) > 1 else "")
+        raise loader.DataError([dataclasses.replace(problems[0], reason=problems[0].reason
+                                                    + more)])
+
+
+def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
+         variants: Sequence[str], data_dir: str, options: ScoringOptions) -> list[Run]:
+  """The runs to do, each with its content-hashed key and run.json contents. A task name
+  with a variant (`memo_trap.zero_shot`) is run under that variant only."""
+  entries = [family.get(m) for m in models] if models else list(family.models)
+  pairs = task_variants(tasks, variants)
+  check_task_files(list(dict.fromkeys(s for s, _ in pairs)), data_dir)
+  task_parts = {(s, v): datadir.key_parts(s, v, data_dir) for s, v in pairs}
   runs = []
   for entry in entries:  # the cheap checks of the entry's inputs first, the checkpoint last
     config = load_config(entry.gin)
@@ -151,16 +177,17 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
     vocabulary = vocab_spec.identity(entry.vocabulary)
     checkpoint = runkey.checkpoint_identity(entry.checkpoint)
     bos_id = options.bos_id(entry)
-    for spec in specs:
-      for variant in parsed:
-        parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
-                 "vocabulary": vocabulary, "bos_id": bos_id, "max_length": max_length,
-                 "task": spec.name, "data_sha256": data_hash[spec.name],
-                 "variant": variant.name, "options": options.key_parts(variant)}
-        key = runkey.run_key(parts)
-        info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
-                    family=family.name, model=entry.to_dict())
-        runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
+    for spec, variant in pairs:
+      parts = {"model": entry.name, "checkpoint": checkpoint, "network": network,
+               "vocabulary": vocabulary, "bos_id": bos_id, "max_length": max_length,
+               **task_parts[(spec, variant)], "variant": variant.name,
+               "options": options.key_parts(variant)}
+      key = runkey.run_key(parts)
+      info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
+                  family=family.name, model=entry.to_dict())
+      if not spec.prize:
+        info["task_source"] = spec.directory
+      runs.append(Run(entry, spec, variant, key, info, bos_id, max_length))
   return runs
 
 

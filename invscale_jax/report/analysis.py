@@ -10,7 +10,7 @@ import collections
 import dataclasses
 from typing import Sequence
 
-from invscale_jax import catalog
+from invscale_jax import catalog, task_registry
 from invscale_jax import family as family_lib
 from invscale_jax.report import coverage
 from invscale_jax.report import curves as curves_lib
@@ -75,9 +75,10 @@ def variant_order(variant: str) -> tuple[int, str]:
   return (0 if variant == "zero_shot" else 2 if "cot" in variant else 1, variant)
 
 
-def task_order(task: str) -> int:
+def task_order(task: str) -> tuple[int, str]:
+  """Prize tasks in the catalog's order, then your own tasks by name."""
   names = [t.name for t in catalog.TASKS]
-  return names.index(task) if task in names else len(names)
+  return (names.index(task) if task in names else len(names), task)
 
 
 def choose_axis(entries: Sequence[family_lib.ModelEntry], externals: Sequence[ExternalPoint],
@@ -116,9 +117,9 @@ def _scores(runs: Sequence[Run], options: Options):
                                        ties=options.ties)
     except ReportError as e:
       raise ReportError(f"{run.path}: {e}") from None
-    is_sequence = catalog.get(run.task).metric == catalog.SEQUENCE_PROBABILITY
-    if is_sequence != (em.answers is None):
-      raise ReportError(f"{run.path}: {run.task} is a {catalog.get(run.task).metric} task "
+    kind = task_registry.get(run.task).metric
+    if (kind == catalog.SEQUENCE_PROBABILITY) != (em.answers is None):
+      raise ReportError(f"{run.path}: {run.task} is a {kind} task "
                         "but the run has records of another kind")
     scored.append((run, em))
   return scored
@@ -140,7 +141,8 @@ def _answers(scored) -> dict[str, dict[int, tuple[int, int]]]:
 
 
 def _averages(family: str, variant: str, draws: dict, alpha: float):
-  """Average curves over the classification tasks that every model of the curve has."""
+  """Average curves over the prize classification tasks that every model of the curve has
+  (your own tasks are never averaged in)."""
   classification = {t.name for t in catalog.classification_tasks()}
   out = []
   for metric, info in metrics_lib.METRICS.items():

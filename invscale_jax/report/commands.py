@@ -7,6 +7,7 @@ import pathlib
 from typing import Sequence
 
 from invscale_jax import family as family_lib
+from invscale_jax.data import commands as data_commands
 from invscale_jax.report import analysis
 from invscale_jax.report import external
 from invscale_jax.report import load
@@ -32,6 +33,8 @@ def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
 
 
 def _run(args: argparse.Namespace) -> int:
+  # Your own tasks come from the results' run.json files; these only add to them.
+  data_commands.use_task_dirs(args.task_dirs)
   options = analysis.Options(metric=args.metric, normalise=tuple(dict.fromkeys(args.normalise)),
                              resamples=args.resamples, seed=args.seed, alpha=args.alpha,
                              margin=args.margin, axis=args.x, ties=args.ties)
@@ -50,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--external", action="append", default=[], metavar="CSV",
                  help="external results: model,compute,task,metric,value[,ci_low,ci_high,"
                  "variant,family,n_params] (repeatable)")
+  data_commands.add_task_dirs_flag(p)
   p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss"],
                  help="metric plotted and tabled first (sequence tasks always use loss)")
   p.add_argument("--normalise", action="append", default=[], choices=metrics.NORMALISATIONS,

@@ -6,11 +6,11 @@ import collections
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from invscale_jax import catalog
 from invscale_jax import family as family_lib
 from invscale_jax import records as records_lib
 from invscale_jax import results as results_lib
-from invscale_jax import storage
+from invscale_jax import storage, task_registry
+from invscale_jax.data import declarations
 from invscale_jax.report.errors import ReportError
 
 _RUN_FIELDS = ("run_key", "family", "model", "task", "variant")
@@ -36,9 +36,21 @@ class Run:
 def task_name(name: Any, where: str) -> str:
   """The release name of a task; an unknown name raises ReportError."""
   try:
-    return catalog.get(str(name)).name
+    return task_registry.get(str(name)).name
   except KeyError as e:
     raise ReportError(f"{where}: {e.args[0]}") from None
+
+
+def declare_recorded_task(info: Mapping[str, Any], where: str) -> None:
+  """Declares the task whose declaration run.json keeps (`task_spec`, your own tasks), so
+  that the report needs nothing but the results."""
+  if "task_spec" not in info:
+    return
+  try:
+    task_registry.add([declarations.parse(info["task_spec"], f"{where}: task_spec",
+                                          str(info.get("task_source", "")))])
+  except declarations.DeclarationError as e:
+    raise ReportError(str(e)) from None
 
 
 def model_entry(d: Any, where: str) -> family_lib.ModelEntry:
@@ -61,6 +73,7 @@ def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
   missing = [k for k in _RUN_FIELDS if not isinstance(info, dict) or k not in info]
   if missing:
     raise ReportError(f"{where}: missing {', '.join(missing)}")
+  declare_recorded_task(info, where)
   task = task_name(info["task"], where)
   entry = model_entry(info["model"], where)
   family_name = str(info["family"])

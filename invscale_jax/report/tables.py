@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Sequence
 
-from invscale_jax import catalog
+from invscale_jax import task_registry
 from invscale_jax.report import metrics as metrics_lib
 from invscale_jax.report import shapes
 from invscale_jax.report.analysis import Analysis, task_order, variant_order
@@ -30,8 +30,9 @@ class Section:
 
 
 def metric_for(task: str, metric: str) -> str:
-  """The metric shown for a task: sequence tasks have losses, not accuracies."""
-  if task != AVERAGE and catalog.get(task).metric == catalog.SEQUENCE_PROBABILITY:
+  """The metric shown for a task: sequence tasks have losses, not accuracies (as have
+  your own tasks whose declared metric is loss)."""
+  if task != AVERAGE and task_registry.get(task).headline == "loss":
     return metric.replace("accuracy", "loss")
   return metric
 
@@ -183,7 +184,7 @@ def header_lines(a: Analysis, inputs: Sequence[str]) -> list[str]:
            f"x axis: {axis}; intervals: {1 - a.options.alpha:.0%} bootstrap over examples, "
            f"{a.options.resamples} resamples, seed {a.options.seed}"]
   changed = sorted({c.task for c in a.curves if c.task != AVERAGE
-                    and catalog.get(c.task).changed_after_evaluation}, key=task_order)
+                    and task_registry.get(c.task).changed_after_evaluation}, key=task_order)
   if changed:
     lines.append(f"Data: the {', '.join(changed)} release changed after the prize's own "
                  "evaluation; numbers may differ from the prize's published plots")
