@@ -69,7 +69,7 @@ def train(world: World, spec: ModelSpec, config: TrainConfig, index: int,
   for step in range(spec.steps):
     tokens = jnp.asarray(world.batch(config.seed, step, config.batch, config.length))
     params, opt_state, loss = step_fn(params, opt_state, tokens)
-    if step >= spec.steps * 0.9:
+    if step >= spec.steps - max(1, spec.steps // 10):
       tail.append(loss)
     on_step(step, float(loss) if step % 25 == 0 or step == spec.steps - 1 else float("nan"))
   params = jax.tree.map(np.asarray, params)

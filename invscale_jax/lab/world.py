@@ -133,8 +133,8 @@ class World:
     return rows
 
   def tokenizer_json(self) -> str:
-    """A word-level `tokenizers` tokenizer.json of the world's tokens; the prize's
-    demonstration separator is read as a segment end."""
+    """A word-level `tokenizers` tokenizer.json of the world's tokens (split at
+    whitespace); the prize's demonstration separator is read as a segment end."""
     data = {
         "version": "1.0", "truncation": None, "padding": None,
         "added_tokens": [{"id": 0, "content": BOS, "single_word": False, "lstrip": False,
@@ -144,6 +144,7 @@ class World:
         "pre_tokenizer": {"type": "WhitespaceSplit"},
         "post_processor": None,
         "decoder": None,
-        "model": {"type": "WordLevel", "vocab": self.ids, "unk_token": BOS},
+        # "<unk>" is not in the vocabulary: a word outside the world is an error.
+        "model": {"type": "WordLevel", "vocab": self.ids, "unk_token": "<unk>"},
     }
     return json.dumps(data, indent=1) + "\n"
