@@ -1,4 +1,5 @@
-# make demo: set up .venv if missing, then score the tiny family and write the report.
+# make demo: set up .venv if missing, train the distractor lab family (cached), score it and
+# the tiny family, write the report.
 # make test: set up .venv if missing, then run the test suite.
 PYTHON ?= python3.11
 VENV := .venv

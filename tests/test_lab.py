@@ -117,7 +117,7 @@ KNOWN_WORLD = WorldConfig(seed=0, n_words=16, n_famous=8, famous_length=(3, 3),
                           n_test=128)
 KNOWN_TRAIN = TrainConfig(seed=0, batch=16, length=32, lr=0.01)
 KNOWN_FAMILY = (ModelSpec("k-0", 1, 8, 2, 4, 16, 4), ModelSpec("k-1", 1, 8, 2, 4, 16, 60),
-                ModelSpec("k-2", 1, 16, 2, 8, 32, 150), ModelSpec("k-3", 2, 32, 2, 16, 64, 300))
+                ModelSpec("k-2", 1, 16, 2, 8, 32, 150), ModelSpec("k-3", 2, 32, 2, 16, 64, 600))
 
 
 def test_the_report_finds_what_was_planted(tmp_path: pathlib.Path, run_cli: RunCli) -> None:

@@ -13,7 +13,8 @@ from invscale_jax.lab.world import TASKS
 def lab_curves(metrics: dict[str, Any]) -> list[dict[str, Any]]:
   """Accuracy curves of the lab tasks, in task then variant order."""
   curves = [c for c in metrics["curves"] if c["task"] in TASKS and c["metric"] == "accuracy"]
-  return sorted(curves, key=lambda c: (c["family"], TASKS.index(c["task"]), c["variant"]))
+  return sorted(curves, key=lambda c: (c["family"], TASKS.index(c["task"]),
+                                       c["variant"] != "zero_shot", c["variant"]))
 
 
 def render(metrics: dict[str, Any]) -> str:
