@@ -132,5 +132,5 @@ def test_the_report_finds_what_was_planted(tmp_path: pathlib.Path, run_cli: RunC
   assert labels["lab-conflict"] in ("U-shaped", "inverse"), table.render(metrics)
   assert labels["lab-rule"] == "positive", table.render(metrics)
   rendered = table.render(metrics)
-  assert "conflict 0-shot" in rendered and labels["lab-conflict"] in rendered
+  assert "conflict zero-shot" in rendered and labels["lab-conflict"] in rendered
   assert set(labels) <= set(TASKS)
