@@ -113,7 +113,7 @@ def test_lab_checkpoints_score_like_the_trained_parameters(tmp_path: pathlib.Pat
 # Small enough for CI (about 20 s of training on one core): 8 famous phrases learned at
 # once, a rule made easy (60% of the text, short phrases) that only the largest learns.
 KNOWN_WORLD = WorldConfig(seed=0, n_words=16, n_famous=8, famous_length=(3, 3),
-                          phrase_length=(2, 3), distractor=0.3, rule=0.6, filler=0.1,
+                          phrase_length=(2, 3), distractor=0.3, rule=0.6, filler=0.1, paired=0.0,
                           n_test=128)
 KNOWN_TRAIN = TrainConfig(seed=0, batch=16, length=32, lr=0.01)
 KNOWN_FAMILY = (ModelSpec("k-0", 1, 8, 2, 4, 16, 4), ModelSpec("k-1", 1, 8, 2, 4, 16, 60),

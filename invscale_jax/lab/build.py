@@ -29,16 +29,15 @@ from invscale_jax.lab.config import ModelSpec, TrainConfig, WorldConfig
 from invscale_jax.lab.world import TASKS, World
 from invscale_jax.models import config as config_lib
 
-# The default family: 1 layer x width 8 up to 2 layers x width 80 (about 1k to 160k
+# The default family: 1 layer x width 16 up to 2 layers x width 80 (about 3k to 131k
 # parameters), each trained longer than the one before.
 FAMILY = (
-    ModelSpec("lab-1", 1, 8, 2, 4, 16, 100),
-    ModelSpec("lab-2", 1, 16, 2, 8, 32, 150),
-    ModelSpec("lab-3", 1, 24, 2, 12, 48, 250),
-    ModelSpec("lab-4", 2, 32, 2, 16, 64, 400),
-    ModelSpec("lab-5", 2, 48, 4, 12, 96, 500),
-    ModelSpec("lab-6", 2, 64, 4, 16, 128, 700),
-    ModelSpec("lab-7", 2, 80, 4, 20, 160, 800),
+    ModelSpec("lab-1", 1, 16, 2, 8, 32, 150),
+    ModelSpec("lab-2", 1, 24, 2, 12, 48, 250),
+    ModelSpec("lab-3", 2, 32, 2, 16, 64, 400),
+    ModelSpec("lab-4", 2, 48, 4, 12, 96, 500),
+    ModelSpec("lab-5", 2, 64, 4, 16, 128, 700),
+    ModelSpec("lab-6", 2, 80, 4, 20, 160, 800),
 )
 DESCRIPTIONS = {
     "lab-conflict": "The rule (end the phrase with the word after R) against a famous "

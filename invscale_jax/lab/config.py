@@ -19,7 +19,7 @@ class WorldConfig:
   distractor: float = 0.5
   rule: float = 0.3
   filler: float = 0.2
-  paired: float = 0.0  # share of rule segments on a famous phrase
+  paired: float = 0.05  # share of rule segments on a famous phrase
   n_test: int = 256  # items per test task
 
   def __post_init__(self):

@@ -5,7 +5,8 @@ Training text is a stream of segments, each ending with `.`:
   distractor  `P_k > X_k .`         one of `n_famous` fixed phrases with its fixed ending;
   rule        `R y p_1 .. p_L > y .`  "end the phrase with y", on a random phrase;
   filler      `p_1 .. p_L > z .`      a random phrase with a random ending.
-A share `paired` of the rule segments uses a famous phrase (default 0: never in training).
+A share `paired` of the rule segments uses a famous phrase (default 5%: the rule is seen to
+override a memorised ending, rarely).
 
 Test items (classification, prize format, chance exactly 0.5):
   lab-conflict  `R X_j P_k >`  classes X_j (the rule; the answer) and X_k (memorised);
