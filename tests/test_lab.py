@@ -74,6 +74,13 @@ def test_one_training_step_is_adamw_on_the_next_token_loss() -> None:
   assert max(moved) > lr / 2  # the step did move the parameters
 
 
+def test_bad_knobs_are_one_line_and_write_nothing(tmp_path: pathlib.Path,
+                                                  run_cli: RunCli) -> None:
+  result = run_cli("lab", "--out", tmp_path / "lab", "--distractor", "0.9")
+  assert result.code == 2 and "--distractor, --rule and --filler" in result.err
+  assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "lab").exists()
+
+
 def _direct_logprobs(world: World, model: Model, params, row: dict) -> list[float]:
   """log p(class | BOS prompt) of each (one-word) class, by one plain forward pass."""
   ids = [0] + [world.ids[w] for w in row["prompt"].split()]
@@ -85,8 +92,9 @@ def _direct_logprobs(world: World, model: Model, params, row: dict) -> list[floa
 def test_lab_checkpoints_score_like_the_trained_parameters(tmp_path: pathlib.Path,
                                                            run_cli: RunCli) -> None:
   out = tmp_path / "lab"
+  build.build(out, SMALL_WORLD, SMALL_TRAIN, SMALL_FAMILY[:1])  # as if killed after one model
   manifest, fresh = build.build(out, SMALL_WORLD, SMALL_TRAIN, SMALL_FAMILY)
-  assert fresh == [True, True]
+  assert fresh == [False, True]
   assert build.build(out, SMALL_WORLD, SMALL_TRAIN, SMALL_FAMILY)[1] == [False, False]
   fam = family.load(manifest)
   world = World(SMALL_WORLD)
@@ -113,8 +121,8 @@ def test_lab_checkpoints_score_like_the_trained_parameters(tmp_path: pathlib.Pat
 # Small enough for CI (about 20 s of training on one core): 8 famous phrases learned at
 # once, a rule made easy (60% of the text, short phrases) that only the largest learns.
 KNOWN_WORLD = WorldConfig(seed=0, n_words=16, n_famous=8, famous_length=(3, 3),
-                          phrase_length=(2, 3), distractor=0.3, rule=0.6, filler=0.1, paired=0.0,
-                          n_test=128)
+                          phrase_length=(2, 3), distractor=0.3, rule=0.6, filler=0.1,
+                          paired=0.0, n_test=128)
 KNOWN_TRAIN = TrainConfig(seed=0, batch=16, length=32, lr=0.01)
 KNOWN_FAMILY = (ModelSpec("k-0", 1, 8, 2, 4, 16, 4), ModelSpec("k-1", 1, 8, 2, 4, 16, 60),
                 ModelSpec("k-2", 1, 16, 2, 8, 32, 150), ModelSpec("k-3", 2, 32, 2, 16, 64, 600))

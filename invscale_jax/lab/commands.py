@@ -8,6 +8,8 @@ import pathlib
 import sys
 import time
 
+from invscale_jax.lab.config import TrainConfig, WorldConfig
+
 
 def _progress(name: str, steps: int):
   """A tqdm bar for one model's training, with its loss."""
@@ -32,7 +34,6 @@ def out_dirs(out: str, seed: int, seeds: int) -> list[tuple[int, pathlib.Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-  from invscale_jax.lab.config import TrainConfig, WorldConfig  # pylint: disable=g-import-not-at-top
   from invscale_jax.lab import build  # pylint: disable=g-import-not-at-top  (JAX)
   if args.seeds < 1:
     raise ValueError(f"--seeds: must be at least 1, got {args.seeds}")
@@ -50,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-  from invscale_jax.lab.config import TrainConfig, WorldConfig  # pylint: disable=g-import-not-at-top
   d = WorldConfig()
-
   p = subparsers.add_parser(
       "lab", help="the distractor lab: train a small family on text with a planted "
                   "distractor and write its tasks (lab-conflict, lab-rule, lab-memo) and "

@@ -69,5 +69,9 @@ class TrainConfig:
   eps: float = 1e-8
   weight_decay: float = 0.01  # decoupled, on every parameter
 
+  def __post_init__(self):
+    if self.batch < 1 or self.length < 2 or not self.lr > 0 or not 0 < self.warmup < 1:
+      raise ValueError("lab: training needs batch >= 1, length >= 2, lr > 0 and 0 < warmup < 1")
+
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -35,7 +35,8 @@ def render(metrics: dict[str, Any]) -> str:
       for c in columns:
         value = next((p["value"] for p in c["points"] if p["model"] == model), None)
         values.append("-" if value is None else f"{value:.2f}")
-      lines.append(f"{model:10s} {compute or 0:10.1e} " + " ".join(f"{v:>{width}s}" for v in values))
+      lines.append(f"{model:10s} {compute or 0:10.1e} "
+                   + " ".join(f"{v:>{width}s}" for v in values))
     lines.append(f"{'label':21s} " + " ".join(f"{c.get('label', '-'):>{width}s}" for c in columns))
     blocks.append("\n".join(lines))
   return "\n\n".join(blocks)
