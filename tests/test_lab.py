@@ -98,6 +98,7 @@ def test_lab_checkpoints_score_like_the_trained_parameters(tmp_path: pathlib.Pat
   assert build.build(out, SMALL_WORLD, SMALL_TRAIN, SMALL_FAMILY)[1] == [False, False]
   fam = family.load(manifest)
   world = World(SMALL_WORLD)
+  trained = {}
   for i, (spec, entry) in enumerate(zip(SMALL_FAMILY, fam.models)):
     tokens = spec.steps * SMALL_TRAIN.batch * SMALL_TRAIN.length
     assert (entry.train_tokens, entry.compute) == (tokens, 6.0 * entry.n_params * tokens)
@@ -105,14 +106,14 @@ def test_lab_checkpoints_score_like_the_trained_parameters(tmp_path: pathlib.Pat
     assert entry.n_params == model.num_params() == checkpoints.count_params(entry.checkpoint)
     restored = checkpoints.read_checkpoint(entry.checkpoint)
     jax.tree.map(np.testing.assert_array_equal, restored, params)
+    trained[entry.name] = model, params
   result = run_cli("score", "--family", manifest, "--tasks", "lab-conflict",
                    "--variants", "zero_shot", "--out", tmp_path / "results", "--quiet")
   assert result.code == 0, result.err
   rows = world.test_rows("lab-conflict")
   for directory in run_dirs(tmp_path / "results"):
     records = results.read_records(str(directory))
-    i = [m.name for m in fam.models].index(records[0].model)
-    model, params, _ = train_lib.train(world, SMALL_FAMILY[i], SMALL_TRAIN, i)
+    model, params = trained[records[0].model]
     for record in records:
       direct = _direct_logprobs(world, model, params, rows[record.example_id])
       assert record.logprob == pytest.approx(direct[record.class_index], abs=1e-4)
