@@ -5,7 +5,7 @@ embedded tiny family.
    already trained with the same configuration) and creates the tiny family (randomly
    initialised T5X checkpoints) under OUT/family if missing;
 2. scores the lab family on lab-conflict, lab-rule and lab-memo, zero-shot and 1-shot,
-   and the tiny family on the prize's memo-trap, zero-shot and 1-shot;
+   and the tiny family on the prize's memo-trap, zero-shot (the prize task path);
 3. writes the report to OUT/report and ends with the table of results and the lab's table
    (accuracy by model and the report's shape labels: lab-conflict is U-shaped).
 Re-running resumes: finished runs are skipped.
@@ -24,8 +24,8 @@ from invscale_jax.lab import table
 
 # (tasks, variants, extra flags): each a `score` command of the tiny family, run if its
 # tasks are present. The byte vocabulary counts one token per byte: 1024 holds every
-# memo-trap prompt with its demonstration.
-STEPS = ((("memo-trap",), "zero_shot,1_shot", ("--max_length", "1024")),)
+# memo-trap prompt.
+STEPS = ((("memo-trap",), "zero_shot", ("--max_length", "1024")),)
 LAB_TASKS = "lab-conflict,lab-rule,lab-memo"
 
 
