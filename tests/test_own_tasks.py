@@ -4,6 +4,7 @@ exemplars in the run key."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -42,13 +43,22 @@ def write_task_dir(root: pathlib.Path, declaration: dict | None = None) -> pathl
   return root
 
 
+def forget_own_tasks() -> None:
+  """Nothing declared, and no SeqIO task of ours registered, after a test."""
+  task_registry.use([])
+  if "seqio" in sys.modules:
+    seqio = sys.modules["seqio"]
+    for name in [n for n in seqio.TaskRegistry.names() if n.startswith("invscale:my_")]:
+      seqio.TaskRegistry.remove(name)
+
+
 @pytest.fixture
 def task_dir(tmp_path: pathlib.Path):
-  """The task directory, declared for the test (and nothing declared after it)."""
+  """The task directory, declared for the test."""
   root = write_task_dir(tmp_path / "tasks")
   task_registry.use([str(root)])
   yield root
-  task_registry.use([])
+  forget_own_tasks()
 
 
 # ---------------------------------------------------------------------------- declarations
@@ -109,6 +119,33 @@ def test_bad_directories(tmp_path: pathlib.Path, run_cli: RunCli) -> None:
   assert result.code == 1
   assert f"{good / 'my-cmp.jsonl'}:1: classes: needs at least 2 distinct classes" in result.err
   assert f"{good / 'my-seq.jsonl'}: 1 rows OK" in result.out
+
+
+def test_a_task_directory_in_a_bucket(tmp_path: pathlib.Path, bucket: str) -> None:
+  from conftest import upload  # pylint: disable=g-import-not-at-top
+  from invscale_jax.data import loader  # pylint: disable=g-import-not-at-top
+
+  url = upload(write_task_dir(tmp_path / "tasks"), f"{bucket}/tasks")
+  try:
+    cmp, _ = task_registry.use([url])
+    assert cmp.file_path() == f"{url}/my-cmp.jsonl"
+    assert len(loader.load(cmp.file_path(), cmp.metric, cmp.name)) == len(ROWS)
+    assert cot.load_exemplar("my_cmp").rationale == EXEMPLAR["rationale"]
+  finally:
+    forget_own_tasks()
+
+
+def test_a_bad_task_file_fails_score_with_its_line(tmp_path: pathlib.Path, tiny_family,
+                                                   run_cli: RunCli, forgetting) -> None:
+  root = write_task_dir(tmp_path / "tasks")
+  rows = [json.dumps(r) for r in ROWS]
+  rows[1], rows[3] = rows[1].replace('"answer_index": 1', '"answer_index": 2'), "{"
+  (root / "my-cmp.jsonl").write_text("\n".join(rows) + "\n")
+  result = run_cli("score", "--family", tiny_family, "--task_dirs", root, "--tasks", "my-cmp",
+                   "--out", tmp_path / "out")
+  assert result.code == 2 and not (tmp_path / "out" / "runs").exists()
+  assert result.err == (f"invscale: error: {root / 'my-cmp.jsonl'}:2: answer_index: 2 out of "
+                        f"range for 2 classes (and 1 more: `invscale data validate {root}`)\n")
 
 
 def test_manifest_task_dirs_are_relative_to_it(tmp_path: pathlib.Path, tiny_family) -> None:
@@ -238,8 +275,15 @@ def test_cot_exemplars_are_in_the_run_key(task_dir, tiny_family, small_data_dir)
 # ---------------------------------------------------------------------------- end to end
 
 
+@pytest.fixture
+def forgetting():
+  yield
+  forget_own_tasks()
+
+
 def test_a_declared_task_scored_and_reported(tmp_path: pathlib.Path, tiny_family,
-                                              small_data_dir, run_cli: RunCli) -> None:
+                                              small_data_dir, run_cli: RunCli,
+                                              forgetting) -> None:
   """Declared through the manifest's task_dirs, scored with `invscale score` on the tiny
   family (zero-shot, CoT and a sequence task, names in two spellings), reported from the
   results alone; an edited exemplar is not reused."""
@@ -283,3 +327,36 @@ def test_a_declared_task_scored_and_reported(tmp_path: pathlib.Path, tiny_family
   status = {(line[0], line[1]): " ".join(line[2:4]) for line in lines}
   assert status[("tiny-1", "my-cmp.cot_1_shot")].startswith("to do")
   assert status[("tiny-1", "my-cmp.zero_shot")].startswith("complete")
+
+
+def test_your_tasks_are_drawn_apart_from_the_prize_average(tmp_path: pathlib.Path,
+                                                          forgetting) -> None:
+  """Runs of memo-trap and of a declared task (metric: loss), read back from results: the
+  declared task has its own curves, shown by its loss, and no part in the average."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from invscale_jax.report import analysis, load, tables  # pylint: disable=g-import-not-at-top
+  from test_report_end_to_end import class_records, entry  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  spec = {**DECLARATION, "metric": "loss", "demos_in_prompt": False}
+  for model in ("tiny-1", "tiny-2"):
+    for task in ("memo-trap", "my-cmp"):
+      key = f"{model}.{task}"
+      recs = [dataclasses.replace(r, run_key=key)
+              for r in class_records(model, task, "zero_shot", 0.6, rng, n=40)]
+      info = {"run_key": key, "family": "tiny", "model": entry(model), "task": task,
+              "variant": "zero_shot", "n_examples": 40, "n_rows": 80, "n_records": 80,
+              "record_kinds": ["class"],
+              **({"task_spec": spec, "task_source": "/gone"} if task == "my-cmp" else {})}
+      with results.LeaseKeeper() as keeper:
+        writer = results.open_run(results.run_dir(str(tmp_path), key), info, key, keeper)
+        writer.write_chunk(recs)
+        writer.finish()
+  task_registry.use([])
+  a = analysis.analyse(load.load_runs([str(tmp_path)]), options=analysis.Options(resamples=100))
+  assert [av.tasks for av in a.averages] == [("memo-trap",), ("memo-trap",)]  # accuracy, loss
+  assert {(c.task, c.metric) for c in a.curves if c.task == "my-cmp"} >= {
+      ("my-cmp", "accuracy"), ("my-cmp", "loss")}
+  assert tables.metric_for("my-cmp", "accuracy") == "loss"
+  assert task_registry.get("my_cmp").directory == "/gone"

@@ -14,8 +14,8 @@ from invscale_jax.data import datadir, declarations, download, loader, variants
 
 def add_task_dirs_flag(p: argparse.ArgumentParser) -> None:
   p.add_argument("--task_dirs", metavar="DIR[,DIR...]",
-                 help="directories of your own tasks (<name>.task.json declarations), used "
-                      "with a family manifest's task_dirs and $INVSCALE_TASK_DIRS")
+                 help="comma-separated directories of your own tasks (<name>.task.json "
+                      "declarations; README: Your own tasks)")
 
 
 def use_task_dirs(flag: str | None, manifest_dirs: Sequence[str] = ()) -> None:

@@ -107,8 +107,7 @@ def parse(raw: Any, where: str, directory: str = "") -> UserTask:
   name = raw["name"]
   if not isinstance(name, str) or not NAME.fullmatch(name):
     _fail(where, "name", f"must match [a-z][a-z0-9-]* (at most 64 characters), got {name!r}")
-  prize = {t.name for t in catalog.TASKS}
-  if name in prize:
+  if name in {t.name for t in catalog.TASKS}:
     _fail(where, "name", f"{name!r} is a prize task's name; choose another")
   kind = raw["type"]
   if kind not in TYPES:
@@ -139,8 +138,10 @@ def read(path: str) -> UserTask:
     _fail(path, "file", "not found")
   except json.JSONDecodeError as e:
     _fail(path, "file", f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})")
-  except (storage.StorageError, RecursionError) as e:
-    _fail(path, "file", f"cannot read: {e}")
+  except storage.StorageError as e:  # not UTF-8 text, unreadable
+    _fail(path, "file", e.detail)
+  except RecursionError:
+    _fail(path, "file", "invalid JSON: nested too deeply")
   task = parse(raw, path, storage.parent(path))
   if storage.basename(path) != task.name + SUFFIX:
     _fail(path, "name", f"{task.name!r} differs from the file's name (expected "

@@ -155,7 +155,7 @@ def check_task_files(specs: Sequence[task_registry.Task], data_dir: str) -> None
       problems = loader.check(datadir.task_path(data_dir, spec), spec.metric, spec.name)[1]
       if problems:
         more = (f" (and {len(problems) - 1} more: `invscale data validate "
-                f"{problems[0].file}`)" if len(problems) > 1 else "")
+                f"{spec.directory}`)" if len(problems) > 1 else "")
         raise loader.DataError([dataclasses.replace(problems[0], reason=problems[0].reason
                                                     + more)])
 

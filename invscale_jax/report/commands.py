@@ -7,6 +7,7 @@ import pathlib
 from typing import Sequence
 
 from invscale_jax import family as family_lib
+from invscale_jax import task_registry
 from invscale_jax.data import commands as data_commands
 from invscale_jax.report import analysis
 from invscale_jax.report import external
@@ -33,8 +34,9 @@ def make_report(results: Sequence[str], out: str, manifests: Sequence[str] = (),
 
 
 def _run(args: argparse.Namespace) -> int:
-  # Your own tasks come from the results' run.json files; these only add to them.
-  data_commands.use_task_dirs(args.task_dirs)
+  # Your own tasks come from the results' run.json files (the environment's task
+  # directories play no part); --task_dirs adds to them.
+  task_registry.use([d for d in (args.task_dirs or "").split(",") if d])
   options = analysis.Options(metric=args.metric, normalise=tuple(dict.fromkeys(args.normalise)),
                              resamples=args.resamples, seed=args.seed, alpha=args.alpha,
                              margin=args.margin, axis=args.x, ties=args.ties)

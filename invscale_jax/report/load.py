@@ -49,8 +49,8 @@ def declare_recorded_task(info: Mapping[str, Any], where: str) -> None:
   try:
     task_registry.add([declarations.parse(info["task_spec"], f"{where}: task_spec",
                                           str(info.get("task_source", "")))])
-  except declarations.DeclarationError as e:
-    raise ReportError(str(e)) from None
+  except declarations.DeclarationError as e:  # another run, or --task_dirs, declares it otherwise
+    raise ReportError(f"{where}: task_spec: {e}") from None
 
 
 def model_entry(d: Any, where: str) -> family_lib.ModelEntry:
