@@ -1,5 +1,5 @@
-# make demo: set up .venv with what the demo needs (no torch/transformers), then score the
-#            tiny family and write the report.
+# make demo: set up .venv with what the demo needs (no torch/transformers), train the
+#            distractor lab family (cached), score it and the tiny family, write the report.
 # make test: add the test extras to .venv (pytest, the GCS emulator, torch and transformers
 #            for the Hugging Face parity tests), then run the test suite.
 PYTHON ?= python3.11

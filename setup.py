@@ -15,6 +15,7 @@ setuptools.setup(
     install_requires=[
         "jax>=0.10,<0.11",
         "flax",
+        "optax",  # the distractor lab's training
         "seqio==0.0.20",
         "tensorflow>=2.21,<2.22",
         "tensorflow-text>=2.21,<2.22",

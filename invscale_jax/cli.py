@@ -26,6 +26,7 @@ _STAGES = (
     "invscale_jax.engine.commands",  # invscale score, invscale generate
     "invscale_jax.report.commands",  # invscale report
     "invscale_jax.t5x_import",  # invscale import t5x-infer
+    "invscale_jax.lab.commands",  # invscale lab
 )
 
 

@@ -1,12 +1,13 @@
-"""`make demo`: the whole pipeline on the embedded tiny family.
+"""`make demo`: the whole pipeline on a trained family with a known answer, and on the
+embedded tiny family.
 
-1. creates the tiny family (T5X checkpoints + manifest) under OUT/family if missing;
-2. scores it, with every prompt whole (no demonstration dropped, no prompt cut):
-   - memo-trap and neqa, zero-shot and 1-shot;
-   - neqa, 1-shot chain of thought (generate, parse the answer, then rank-classify);
-   - hindsight-neglect zero-shot (its prompts already hold 10 demonstrations, up to 3,000
-     tokens), on its first DEMO_LIMIT examples to keep the demo short;
-3. writes the report to OUT/report and ends with the table of results.
+1. trains the distractor lab's default family under OUT/lab (`invscale lab`; kept when
+   already trained with the same configuration) and creates the tiny family (randomly
+   initialised T5X checkpoints) under OUT/family if missing;
+2. scores the lab family on lab-conflict, lab-rule and lab-memo, zero-shot and 1-shot,
+   and the tiny family on the prize's memo-trap, zero-shot (the prize task path);
+3. writes the report to OUT/report and ends with the table of results and the lab's table
+   (accuracy by model and the report's shape labels: lab-conflict is U-shaped).
 Re-running resumes: finished runs are skipped.
 """
 
@@ -19,17 +20,13 @@ import time
 
 from invscale_jax import cli
 from invscale_jax.data import datadir
+from invscale_jax.lab import table
 
-# (tasks, variants, extra flags): each a `score` command, run if its tasks are present.
-# The byte vocabulary counts one token per byte: 1024 holds every memo-trap and neqa prompt
-# with its demonstration (and 48 generated tokens), 4096 every hindsight-neglect prompt.
-DEMO_LIMIT = 64
-STEPS = (
-    (("memo-trap", "neqa"), "zero_shot,1_shot", ("--max_length", "1024")),
-    (("neqa",), "cot_1_shot", ("--max_length", "1024", "--generation_length", "48")),
-    (("hindsight-neglect",), "zero_shot", ("--max_length", "4096",
-                                           "--limit", str(DEMO_LIMIT))),
-)
+# (tasks, variants, extra flags): each a `score` command of the tiny family, run if its
+# tasks are present. The byte vocabulary counts one token per byte: 1024 holds every
+# memo-trap prompt.
+STEPS = ((("memo-trap",), "zero_shot", ("--max_length", "1024")),)
+LAB_TASKS = "lab-conflict,lab-rule,lab-memo"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
   start = time.time()
   manifest = out / "family" / "manifest.json"
   results = str(out / "results")
-  steps = [["data", "status", "--data_dir", str(data_dir)]]
+  steps = [["data", "status", "--data_dir", str(data_dir)], ["lab", "--out", str(out / "lab")],
+           ["score", "--family", str(out / "lab" / "manifest.json"), "--tasks", LAB_TASKS,
+            "--variants", "zero_shot,1_shot", "--out", results, "--quiet"]]
   if not manifest.is_file():
     steps.append(["family", "init-tiny", "--out", str(manifest.parent)])
   for tasks, variants, flags in STEPS:
@@ -65,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     status = cli.main(step + (["--verbose"] if args.verbose else []))
     if status:
       return status
+  print(f"\n{table.main(out / 'report')}")
   print(f"\ndemo: done in {time.time() - start:.0f} s; open {out / 'report' / 'report.html'}",
         file=sys.stderr)
   return 0
