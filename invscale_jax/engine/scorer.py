@@ -64,7 +64,7 @@ class Scorer:
       self.throughput.tokens += batch.n_tokens
       self.throughput.rows += len(batch.slots)
       for s in batch.slots:
-        result[s.request][s.branch] = out[s.row, s.start:s.start + s.length].astype(np.float32)
+        result[s.request][s.branch] = out[s.group, s.start:s.start + s.length].astype(np.float32)
       if progress:
         progress(len(batch.slots))
     return result
