@@ -18,6 +18,7 @@ import seqio
 import tensorflow as tf
 
 from invscale_jax import storage, vocab_spec
+from invscale_jax import tokenizer as tokenizer_lib
 
 
 
@@ -31,16 +32,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   """
 
   def __init__(self, path: os.PathLike | str, eos_token: str = vocab_spec.HF_DEFAULT_EOS):
-    import tokenizers  # pylint: disable=g-import-not-at-top
-
     self._path = str(path)
-    self._tokenizer = tokenizers.Tokenizer.from_file(storage.local_copy(self._path))
-    self._eos_id = self._tokenizer.token_to_id(eos_token)
+    self._tokenizer = tokenizer_lib.HfTokenizer(self._path, eos_token)
     super().__init__(extra_ids=0)
 
   @property
   def eos_id(self) -> int | None:
-    return self._eos_id
+    return self._tokenizer.eos_id
 
   @property
   def unk_id(self) -> int | None:
@@ -48,13 +46,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   @property
   def _base_vocab_size(self) -> int:
-    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+    return self._tokenizer.vocab_size
 
   def _encode(self, s: str) -> Sequence[int]:
-    return self._tokenizer.encode(s, add_special_tokens=False).ids
+    return self._tokenizer.encode(s)
 
   def _decode(self, ids: Sequence[int]) -> str:
-    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+    return self._tokenizer.decode_ids([int(i) for i in ids])
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     def encode(x: np.ndarray | bytes) -> np.ndarray:

@@ -270,3 +270,11 @@ def test_rerun_of_complete_runs_does_no_work(
     assert f"{model}: all runs already complete" in result.err
   assert file_states(out / "runs") == before  # INDEX.md is rewritten
   assert temporary_files(out) == []
+
+
+def test_consecutive_chunks_are_scored_together_within_the_budget() -> None:
+  from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
+  chunks = [[i] * n for i, n in enumerate([3, 3, 5, 1, 9, 2])]
+  groups = runner.scoring_groups(chunks, len, budget=8)
+  assert groups == [[chunks[0], chunks[1]], [chunks[2], chunks[3]], [chunks[4]], [chunks[5]]]
+  assert [c for g in groups for c in g] == chunks  # every chunk once, in order

@@ -13,7 +13,7 @@ import dataclasses
 from typing import Sequence
 
 from invscale_jax import results
-from invscale_jax import vocab as vocab_lib
+from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import plan as plan_lib
 
 
@@ -32,7 +32,7 @@ class Planned:
 
 def _planned(run: plan_lib.Run, options: plan_lib.ScoringOptions, data_dir: str,
              out: str) -> Planned:
-  vocabulary = vocab_lib.from_spec(run.entry.vocabulary)
+  vocabulary = tokenizer_lib.from_spec(run.entry.vocabulary)
   reqs = plan_lib.requests_for(run, vocabulary, options, data_dir)
   info = plan_lib.run_info(run, options, reqs)
   directory = run.dir(out)

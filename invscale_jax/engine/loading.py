@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import seqio
 from flax import traverse_util
 from jax.sharding import Mesh
 
-import seqio_tasks
 from invscale_jax import checkpoints, models
-from invscale_jax import vocab as vocab_lib
+from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import partitioning
 from invscale_jax.family import ModelEntry
 
@@ -21,7 +19,7 @@ class LoadedModel:
   entry: ModelEntry
   model: models.Model
   params: dict
-  vocabulary: seqio.Vocabulary
+  vocabulary: tokenizer_lib.Tokenizer  # the manifest's vocabulary, without TensorFlow
   mesh: Mesh
 
 
@@ -54,7 +52,7 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
     raise ValueError(f"{entry.gin}: architecture {config.architecture!r} differs from the "
                      f"manifest's {entry.architecture!r} for model {entry.name}")
   model = models.build(config)
-  vocabulary = vocab_lib.from_spec(entry.vocabulary)
+  vocabulary = tokenizer_lib.from_spec(entry.vocabulary)
   if vocabulary.vocab_size > config.vocab_size:
     raise ValueError(f"model {entry.name}: vocabulary has {vocabulary.vocab_size} ids but "
                      f"the network only {config.vocab_size}")
@@ -66,9 +64,3 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
                                          expected=model.param_shapes(), shardings=shardings)
   return LoadedModel(entry, model, params, vocabulary, mesh)
 
-
-def seqio_task(task: str, variant: str, vocabulary: seqio.Vocabulary, seed: int,
-               max_length: int, generation_length: int, data_dir: str) -> seqio.Task:
-  """The SeqIO task of (task, variant) tokenized with this model's vocabulary."""
-  options = seqio_tasks.tasks.PromptOptions(seed, max_length, generation_length)
-  return seqio_tasks.build_task(task, variant, vocabulary, options, str(data_dir))
