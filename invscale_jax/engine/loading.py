@@ -9,6 +9,7 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from invscale_jax import checkpoints, models
+from invscale_jax.convert import configs
 from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import partitioning
 from invscale_jax.family import ModelEntry
@@ -40,14 +41,14 @@ def _hf_params(entry: ModelEntry, model: models.Model, shardings: dict) -> dict:
 
 def param_bytes(entry: ModelEntry) -> int:
   """Bytes of the entry's float32 parameters (from its config; nothing is read)."""
-  return 4 * models.build(models.load_config(entry.gin)).num_params()
+  return 4 * models.build(configs.load_config(entry.gin)).num_params()
 
 
 def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
   """Builds the entry's network (activations in `dtype`) and restores its checkpoint (a
   T5X checkpoint, or a Hugging Face directory mapped in memory), float32 params sharded
   over `mesh` by logical-axis rules, each device reading its part."""
-  config = models.load_config(entry.gin, [f"ModelConfig.dtype = {dtype!r}"])
+  config = configs.load_config(entry.gin, [f"ModelConfig.dtype = {dtype!r}"])
   if config.architecture != entry.architecture:
     raise ValueError(f"{entry.gin}: architecture {config.architecture!r} differs from the "
                      f"manifest's {entry.architecture!r} for model {entry.name}")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 DECODER_START = 0  # T5's decoder start token (encoder-decoder models)
 MIN_BUCKET = 32
-PACK_WIDTH = 128  # rows of short requests are this wide, so several share a row
+PACK_WIDTH = 256  # rows of short requests are at least this wide, so several share a row
 MIN_TARGETS = 8
 _FIT_WINDOW = 64  # open rows a request may go to (first fit among the latest ones)
 

@@ -24,7 +24,7 @@ from invscale_jax.data import datadir
 from invscale_jax.data import variants as variants_lib
 from invscale_jax.engine import packing, runkey
 from invscale_jax.family import Family, ModelEntry
-from invscale_jax.models import load_config
+from invscale_jax.convert.configs import load_config
 
 if TYPE_CHECKING:
   from invscale_jax.data.task_rows import Encoder
