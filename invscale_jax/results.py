@@ -338,6 +338,7 @@ class RunWriter:
     if problem:
       storage.delete(storage.join(self.directory, COMPLETE))
       raise ValueError(f"{self.lease.label}: not complete after scoring: {problem}")
+    self.lease.release()  # at once: a complete run is never re-opened to drop a stale lease
 
 
 def _reject(directory: str, name: str, reason: str) -> None:
