@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -381,6 +382,12 @@ def open_run(directory: str, info: dict[str, Any], label: str, keeper: LeaseKeep
   lease = Lease(directory, label)
   lease.acquire()
   keeper.leases.append(lease)
+  # A local write cut by kill -9 leaves tensorstore's `<file>.__lock`, holding what was
+  # being written; its next write of that file reuses it without truncating it (old bytes
+  # would trail the new chunk). The lease holder is this run's only writer: drop them.
+  if not storage.is_url(directory):  # (tensorstore's listing does not show them)
+    for stale in glob.glob(os.path.join(glob.escape(directory), "*.__lock")):
+      os.remove(stale)
   storage.delete(storage.join(directory, COMPLETE))  # re-verified when the run finishes
   write_run_info(directory, info)
   found = scan(directory, info)
