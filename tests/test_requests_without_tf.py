@@ -106,8 +106,12 @@ def test_request_cache_reuses_and_misses_on_any_change(tmp_path: pathlib.Path,
                  {"bos_id": None}, {"max_length": 1024}, {"options": {"seed": 1}}):
     request_cache.cached(dict(parts, **change), build)
   assert len(built) == 7  # every changed input was a miss
+  dry = dict(parts, variant="zero_shot")
+  request_cache.cached(dry, build, store=False)  # as `--dry_run`: kept in memory only
+  assert not pathlib.Path(request_cache.path(request_cache.key(dry))).exists()
+  assert len(built) == 8
   path = pathlib.Path(request_cache.path(request_cache.key(parts)))
   path.write_text("[{\"truncated", encoding="utf-8")
   monkeypatch.setattr(request_cache, "_MEMORY", {})
   assert as_tuples(request_cache.cached(parts, build)) == as_tuples(first)  # rebuilt
-  assert len(built) == 8
+  assert len(built) == 9

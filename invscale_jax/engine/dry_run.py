@@ -33,7 +33,7 @@ class Planned:
 def _planned(run: plan_lib.Run, options: plan_lib.ScoringOptions, data_dir: str,
              out: str) -> Planned:
   vocabulary = tokenizer_lib.from_spec(run.entry.vocabulary)
-  reqs = plan_lib.requests_for(run, vocabulary, options, data_dir)
+  reqs = plan_lib.requests_for(run, vocabulary, options, data_dir, store=False)  # writes nothing
   info = plan_lib.run_info(run, options, reqs)
   directory = run.dir(out)
   if results.verify_complete(directory, info) is None:

@@ -199,12 +199,13 @@ def work_tokens(options: ScoringOptions, run: Run, requests: Sequence[Request]) 
   return tokens
 
 
-def requests_for(run: Run, tokenizer: Encoder, options: ScoringOptions,
-                 data_dir: str) -> list[Request]:
+def requests_for(run: Run, tokenizer: Encoder, options: ScoringOptions, data_dir: str,
+                 store: bool = True) -> list[Request]:
   """A run's requests: its task's rows under its variant, tokenized with the model's
   tokenizer (no TensorFlow), the first `limit` examples (few-shot demonstrations are still
-  drawn from all of them); cached by content (`request_cache`), so another model with the
-  same vocabulary, or a re-run, builds nothing."""
+  drawn from all of them); cached by content (`request_cache`; written to the cache
+  directory if `store`), so another model with the same vocabulary, or a re-run, builds
+  nothing."""
   # pylint: disable=g-import-not-at-top
   from invscale_jax.data import task_rows
   from invscale_jax.engine import request_cache, requests
@@ -220,7 +221,7 @@ def requests_for(run: Run, tokenizer: Encoder, options: ScoringOptions,
     rows = task_rows.rows_for(run.task, run.variant, encoder, prompt, data_dir)
     return requests.from_task_rows(rows, encoder, o.tokenization, run.max_length, run.bos_id,
                                    o.limit or None)
-  return request_cache.cached(parts, build)
+  return request_cache.cached(parts, build, store)
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:

@@ -53,9 +53,10 @@ def path(cache_key: str) -> str:
   return os.path.join(storage.user_cache_dir(), "requests", f"{cache_key}.json")
 
 
-def cached(parts: dict[str, Any], build: Callable[[], list[Request]]) -> list[Request]:
+def cached(parts: dict[str, Any], build: Callable[[], list[Request]],
+           store: bool = True) -> list[Request]:
   """The requests of `parts`: from memory, else from the cache directory, else `build()`
-  (then kept in both)."""
+  (then kept in memory, and in the cache directory if `store`)."""
   k = key(parts)
   if k in _MEMORY:
     return _MEMORY[k]
@@ -63,6 +64,7 @@ def cached(parts: dict[str, Any], build: Callable[[], list[Request]]) -> list[Re
     requests = [_from_json(d) for d in json.loads(storage.read_text(path(k)))]
   except (FileNotFoundError, ValueError, KeyError, TypeError):
     requests = build()
-    storage.write_text(path(k), json.dumps([_to_json(r) for r in requests]))
+    if store:
+      storage.write_text(path(k), json.dumps([_to_json(r) for r in requests]))
   _MEMORY[k] = requests
   return requests
