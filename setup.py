@@ -40,5 +40,5 @@ setuptools.setup(
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "bench": ["lm-eval[hf]==0.4.13"],  # benchmarks/vs_lm_eval.py
     },
-    entry_points={"console_scripts": ["invscale=invscale_jax.cli:main"]},
+    entry_points={"console_scripts": ["invscale=invscale_jax.cli:run"]},
 )

@@ -11,12 +11,22 @@ downloaded), saves it as a Hugging Face directory, converts it with
   delimiter), as the continuation, scored by its summed log-likelihood, as the prize
   defines it (no length normalisation).
 Each tool runs as a child process (lm-eval through `lm_eval_scores.py`). Every class
-log-probability must agree within --tolerance. Prints, per tool, the whole-process wall
-time, the peak memory (max RSS of the child and its descendants, from wait4) and the
-scoring phase (invscale: the seconds its COMPLETE marker records, compilation included;
-lm-eval: its loglikelihood call, batch-size detection included), then the lm-eval /
-invscale ratios against the targets. With several --lm_eval_batch_sizes, lm-eval's
-fastest is compared. Skips (exit 0, one line) when lm-eval is not installed.
+log-probability must agree within --tolerance.
+
+Timing is paired and guarded against other work on the machine: the tools run in turns
+(invscale then lm-eval, then the other way round), each run starts only once the other
+processes have kept at most --quiet_cores cores busy over a few seconds (waiting up to
+--quiet_wait seconds), and the CPU the other processes used during each run is recorded
+(/proc/stat's busy time less the child's and this script's own). A pair is quiet when
+neither of its runs saw more than --quiet_cores of other work; contended pairs are listed
+but left out of the medians. Both cache conditions are measured: cold (every run with
+empty caches: invscale's compilation, request and batch-size caches, lm-eval's datasets
+cache) and warm (caches filled by one unmeasured run of each tool first). Printed per
+task and condition: each pair (wall time, peak memory = max RSS of the child and its
+descendants from wait4, scoring phase: invscale's seconds in COMPLETE, compilation
+included; lm-eval's loglikelihood call; other processes' cores), then the medians of the
+quiet pairs and the lm-eval / invscale ratios against the targets. Skips (exit 0, one
+line) when lm-eval is not installed.
 
   pip install -c constraints.txt -e '.[hf,bench]'
   python benchmarks/vs_lm_eval.py --data_dir ../shared/data/inverse_scaling
@@ -45,17 +55,21 @@ PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6,
                   max_position_embeddings=2048, use_parallel_residual=True,
                   tie_word_embeddings=False)
 EOS = "<|endoftext|>"
-# Targets: lm-eval's wall time / invscale's, at least; and lm-eval's peak memory / invscale's.
-WALL_TARGETS = {"memo-trap": 2.5, "hindsight-neglect": 2.0}
-MEMORY_TARGET = 5.0
+# Targets (issue 22), on quiet pairs: lm-eval's wall time / invscale's, at least; and
+# lm-eval's peak memory / invscale's, at least.
+WALL_TARGETS = {"memo-trap": 2.5, "hindsight-neglect": 2.5}
+MEMORY_TARGETS = {"memo-trap": 1.0, "hindsight-neglect": 5.0}
 
 Scores = dict[tuple[int, int], float]  # (example id, class index) -> log p(class | prompt)
+TOOLS = ("invscale", "lm-eval")
+CONDITIONS = ("cold", "warm")
 
 
 @dataclasses.dataclass(frozen=True)
 class Measured:
   wall_s: float
   peak_bytes: int
+  other_cores: float = 0.0  # cores other processes kept busy during the run, on average
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,34 +170,75 @@ def build_model(out: pathlib.Path, seed: int = 0) -> int:
   return model.num_parameters()
 
 
+# ---------------------------------------------------------------------------- the machine
+
+
+def busy_seconds() -> float:
+  """CPU seconds every process on the machine has been busy since boot (/proc/stat: all
+  time but idle and iowait)."""
+  with open("/proc/stat", encoding="ascii") as f:
+    ticks = [int(x) for x in f.readline().split()[1:9]]
+  return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+  """CPU seconds of this process (not its children)."""
+  t = os.times()
+  return t.user + t.system
+
+
+def other_cores(seconds: float = 3.0) -> float:
+  """Cores the other processes keep busy, measured over `seconds`."""
+  busy, own, start = busy_seconds(), own_seconds(), time.perf_counter()
+  time.sleep(seconds)
+  return (busy_seconds() - busy - (own_seconds() - own)) / (time.perf_counter() - start)
+
+
+def wait_quiet(max_cores: float, max_wait: float) -> float:
+  """Waits until other processes keep at most `max_cores` cores busy (or `max_wait`
+  seconds have passed); returns the last measurement."""
+  deadline = time.monotonic() + max_wait
+  while True:
+    cores = other_cores()
+    if cores <= max_cores or time.monotonic() >= deadline:
+      return cores
+    print(f"  waiting for a quiet machine: other processes use {cores:.2f} cores "
+          f"(at most {max_cores:g})", flush=True)
+    time.sleep(10)
+
+
 # ---------------------------------------------------------------------------- running
 
 
-def child_env(work: pathlib.Path) -> dict[str, str]:
+def child_env(cache: pathlib.Path) -> dict[str, str]:
   """The environment of a measured child: offline, CPU, this checkout first on the path,
-  and fresh caches under `work` (every run starts cold)."""
-  env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-             TRANSFORMERS_OFFLINE="1", HF_HOME=str(work / "hf_home"),
-             INVSCALE_CACHE_DIR=str(work / "invscale_cache"), JAX_PLATFORMS="cpu",
-             TF_CPP_MIN_LOG_LEVEL="3")
+  and every cache under `cache` (empty: a cold run)."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE",
+                                                                   "INVSCALE_COMPILATION"))}
+  env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+             HF_HOME=str(cache / "hf_home"), INVSCALE_CACHE_DIR=str(cache / "invscale_cache"),
+             JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
   return env
 
 
 def run_measured(cmd: list[str], env: dict[str, str], log: pathlib.Path) -> Measured:
-  """Runs `cmd` (output to `log`); its wall time and peak RSS (the largest of the process
-  and its waited-for descendants). A failure raises with the log's last lines."""
-  start = time.perf_counter()
+  """Runs `cmd` (output to `log`); its wall time, peak RSS (the largest of the process
+  and its waited-for descendants) and the cores other processes used meanwhile. A
+  failure raises with the log's last lines."""
+  busy, own, start = busy_seconds(), own_seconds(), time.perf_counter()
   with open(log, "wb") as out:
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
   wall = time.perf_counter() - start
+  others = (busy_seconds() - busy - (own_seconds() - own)
+            - usage.ru_utime - usage.ru_stime) / wall
   proc.returncode = os.waitstatus_to_exitcode(status)
   if proc.returncode != 0:
     tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
     raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... exited {proc.returncode} "
                        f"(log: {log}):\n" + "\n".join(tail))
-  return Measured(wall, usage.ru_maxrss * 1024)  # Linux reports kilobytes
+  return Measured(wall, usage.ru_maxrss * 1024, max(0.0, others))  # ru_maxrss: kilobytes
 
 
 def invscale_cli(*args: object) -> list[str]:
@@ -192,7 +247,7 @@ def invscale_cli(*args: object) -> list[str]:
 
 def convert(hf_dir: pathlib.Path, out: pathlib.Path, work: pathlib.Path) -> Measured:
   return run_measured(invscale_cli("convert", "hf-gpt-neox", "--src", hf_dir, "--out", out),
-                      child_env(work), work / "convert.log")
+                      child_env(work / "convert_cache"), work / "convert.log")
 
 
 def invscale_scores(results_dir: pathlib.Path) -> tuple[Scores, float]:
@@ -205,13 +260,13 @@ def invscale_scores(results_dir: pathlib.Path) -> tuple[Scores, float]:
 
 
 def run_invscale(manifest: pathlib.Path, task: str, data_dir: pathlib.Path,
-                 work: pathlib.Path) -> ToolRun:
+                 work: pathlib.Path, cache: pathlib.Path) -> ToolRun:
   results_dir = work / "results"
   measured = run_measured(
       invscale_cli("score", "--family", manifest, "--tasks", task, "--data_dir", data_dir,
                    "--out", results_dir, "--dtype", "float32", "--tokenization", "joint",
                    "--quiet"),
-      child_env(work), work / "invscale.log")
+      child_env(cache), work / "invscale.log")
   scores, scoring_s = invscale_scores(results_dir)
   return ToolRun(measured, scoring_s, scores)
 
@@ -223,12 +278,12 @@ def lm_eval_scores(output: dict) -> Scores:
 
 
 def run_lm_eval(hf_dir: pathlib.Path, include_path: pathlib.Path, task_name: str,
-                batch_size: str, work: pathlib.Path) -> ToolRun:
+                batch_size: str, work: pathlib.Path, cache: pathlib.Path) -> ToolRun:
   out = work / "lm_eval.json"
   measured = run_measured(
       [sys.executable, str(LM_EVAL_CHILD), "--model", str(hf_dir), "--include_path",
        str(include_path), "--task", task_name, "--batch_size", batch_size, "--out", str(out)],
-      child_env(work), work / "lm_eval.log")
+      child_env(cache), work / "lm_eval.log")
   output = json.loads(out.read_text(encoding="utf-8"))
   return ToolRun(measured, output["seconds"]["scoring"], lm_eval_scores(output))
 
@@ -244,10 +299,18 @@ def max_difference(a: Scores, b: Scores) -> float:
   return max(abs(a[k] - b[k]) for k in a)
 
 
+Pair = dict[str, ToolRun]  # tool -> its run
+
+
+def is_quiet(pair: Pair, max_cores: float) -> bool:
+  return all(r.measured.other_cores <= max_cores for r in pair.values())
+
+
 def median_run(runs: list[ToolRun]) -> ToolRun:
-  """The medians of repeated runs' times and peaks (the scores of the first)."""
+  """The medians of runs' times and peaks (the scores of the first)."""
   return ToolRun(Measured(statistics.median(r.measured.wall_s for r in runs),
-                          int(statistics.median(r.measured.peak_bytes for r in runs))),
+                          int(statistics.median(r.measured.peak_bytes for r in runs)),
+                          statistics.median(r.measured.other_cores for r in runs)),
                  statistics.median(r.scoring_s for r in runs), runs[0].scores)
 
 
@@ -259,26 +322,37 @@ def verdict(ratio: float, target: float | None) -> str:
 
 def tool_line(name: str, run: ToolRun) -> str:
   m = run.measured
-  return (f"  {name:18s} wall {m.wall_s:7.1f} s  peak {m.peak_bytes / 2**30:6.2f} GiB  "
-          f"scoring {run.scoring_s:7.1f} s  rest {m.wall_s - run.scoring_s:6.1f} s")
+  return (f"  {name:9s} wall {m.wall_s:7.1f} s  peak {m.peak_bytes / 2**30:6.2f} GiB  "
+          f"scoring {run.scoring_s:7.1f} s  rest {m.wall_s - run.scoring_s:6.1f} s  "
+          f"other processes {m.other_cores:4.2f} cores")
 
 
-def report(task: str, n_rows: int, invscale: ToolRun, lm_eval: dict[str, ToolRun],
-           worst: float, tolerance: float) -> bool:
-  """Prints a task's comparison; returns whether the scores agreed."""
-  agreed = worst <= tolerance
-  print(f"\n{task}: {n_rows} examples, {len(invscale.scores)} classes; scores "
-        f"{'agree' if agreed else 'DISAGREE'}: max |diff| {worst:.1e} (tolerance {tolerance:g})")
-  print(tool_line("invscale", invscale))
-  for batch_size, run in lm_eval.items():
-    print(tool_line(f"lm-eval (batch {batch_size})", run))
-  best = min(lm_eval, key=lambda b: lm_eval[b].measured.wall_s)
-  peer = lm_eval[best]
-  print(f"  lm-eval (batch {best}) / invscale: wall "
-        f"{verdict(peer.measured.wall_s / invscale.measured.wall_s, WALL_TARGETS.get(task))}, "
-        f"scoring {peer.scoring_s / invscale.scoring_s:.2f}x, peak memory "
-        f"{verdict(peer.measured.peak_bytes / invscale.measured.peak_bytes, MEMORY_TARGET)}")
-  return agreed
+def ratio_line(invscale: ToolRun, lm_eval: ToolRun, task: str) -> str:
+  wall = lm_eval.measured.wall_s / invscale.measured.wall_s
+  memory = lm_eval.measured.peak_bytes / invscale.measured.peak_bytes
+  return (f"  lm-eval / invscale: wall {verdict(wall, WALL_TARGETS.get(task))}, scoring "
+          f"{lm_eval.scoring_s / invscale.scoring_s:.2f}x, peak memory "
+          f"{verdict(memory, MEMORY_TARGETS.get(task))}")
+
+
+def report(task: str, condition: str, pairs: list[Pair], max_cores: float) -> None:
+  """Prints every pair of one task and cache condition, then the medians of its quiet ones."""
+  print(f"\n{task}, {condition} caches:")
+  for k, pair in enumerate(pairs):
+    state = "quiet" if is_quiet(pair, max_cores) else "CONTENDED (left out)"
+    print(f" pair {k + 1} ({' then '.join(pair)}): {state}")
+    for name, run in pair.items():
+      print(tool_line(name, run))
+  quiet = [p for p in pairs if is_quiet(p, max_cores)]
+  if not quiet:
+    print(f" no quiet pair (other processes above {max_cores:g} cores in every pair): "
+          f"no ratio is given")
+    return
+  medians = {name: median_run([p[name] for p in quiet]) for name in TOOLS}
+  print(f" medians of {len(quiet)} quiet pair{'s' * (len(quiet) > 1)}:")
+  for name in TOOLS:
+    print(tool_line(name, medians[name]))
+  print(ratio_line(medians["invscale"], medians["lm-eval"], task))
 
 
 # ---------------------------------------------------------------------------- main
@@ -301,7 +375,9 @@ def prepare(args: argparse.Namespace, work: pathlib.Path) -> tuple[pathlib.Path,
 
 def compare_task(args: argparse.Namespace, task: str, hf_dir: pathlib.Path,
                  manifest: pathlib.Path, work: pathlib.Path) -> bool:
-  """Scores `task`'s rows with both tools, interleaved --repeats times; prints the result."""
+  """Scores `task`'s rows with both tools in turns, --repeats pairs per cache condition,
+  each run on a quiet machine where possible; prints them. Returns whether every run's
+  scores agreed."""
   from invscale_jax import catalog  # pylint: disable=g-import-not-at-top
 
   filename = catalog.get(task).filename
@@ -315,18 +391,33 @@ def compare_task(args: argparse.Namespace, task: str, hf_dir: pathlib.Path,
   def fresh(name: str) -> pathlib.Path:  # one directory per run: nothing is resumed
     return pathlib.Path(tempfile.mkdtemp(prefix=name + "-", dir=work / task))
 
-  runners = {"invscale": lambda: run_invscale(manifest, task, data_dir, fresh("invscale"))}
-  for b in args.lm_eval_batch_sizes:
-    runners[b] = lambda b=b: run_lm_eval(hf_dir, include, task_name, b, fresh(f"lm_eval_{b}"))
-  runs: dict[str, list[ToolRun]] = {name: [] for name in runners}
-  for repeat in range(args.repeats):
-    for name in (list(runners) if repeat % 2 == 0 else list(runners)[::-1]):
-      runs[name].append(runners[name]())
-  worst = max(max_difference(runs["invscale"][0].scores, r.scores)
-              for name in runs for r in runs[name])
-  medians = {name: median_run(r) for name, r in runs.items()}
-  invscale = medians.pop("invscale")
-  return report(task, n_rows, invscale, medians, worst, args.tolerance)
+  def run(name: str, cache: pathlib.Path) -> ToolRun:
+    if name == "invscale":
+      return run_invscale(manifest, task, data_dir, fresh("invscale"), cache)
+    return run_lm_eval(hf_dir, include, task_name, args.lm_eval_batch_size, fresh("lm_eval"),
+                       cache)
+
+  scores: list[Scores] = []
+  for condition in args.caches:
+    warm = {name: fresh(f"warm_cache_{name}") for name in TOOLS}
+    if condition == "warm":  # one unmeasured run of each fills its caches
+      for name in TOOLS:
+        scores.append(run(name, warm[name]).scores)
+    pairs: list[Pair] = []
+    for repeat in range(args.repeats):
+      pair: Pair = {}
+      for name in (TOOLS if repeat % 2 == 0 else TOOLS[::-1]):
+        wait_quiet(args.quiet_cores, args.quiet_wait)
+        pair[name] = run(name, warm[name] if condition == "warm" else fresh(f"cache_{name}"))
+        scores.append(pair[name].scores)
+      pairs.append(pair)
+    report(task, condition, pairs, args.quiet_cores)
+  worst = max(max_difference(scores[0], s) for s in scores)
+  agreed = worst <= args.tolerance
+  print(f"{task}: {n_rows} examples, {len(scores[0])} classes; scores of every run "
+        f"{'agree' if agreed else 'DISAGREE'}: max |diff| {worst:.1e} (tolerance "
+        f"{args.tolerance:g})")
+  return agreed
 
 
 def main() -> int:
@@ -336,10 +427,19 @@ def main() -> int:
   parser.add_argument("--tasks", default="memo-trap,hindsight-neglect")
   parser.add_argument("--rows", default="hindsight-neglect=64",
                       help="TASK=N,...: the first N rows of a task (default: every row)")
-  parser.add_argument("--lm_eval_batch_sizes", default="32",
-                      help="comma-separated (integers or 'auto'); the fastest is compared")
-  parser.add_argument("--repeats", type=int, default=1,
-                      help="interleaved runs of each tool; medians are compared")
+  parser.add_argument("--lm_eval_batch_size", default="32",
+                      help="an integer or 'auto' (32 was lm-eval's fastest here)")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="pairs of runs (one of each tool, in turns) per cache condition")
+  parser.add_argument("--caches", default="cold,warm",
+                      help="cache conditions to measure: cold (empty caches every run), "
+                           "warm (caches filled by an unmeasured run first), or both")
+  parser.add_argument("--quiet_cores", type=float, default=0.25,
+                      help="a run starts once other processes keep at most this many cores "
+                           "busy, and a pair is quiet when none of its runs saw more")
+  parser.add_argument("--quiet_wait", type=float, default=900,
+                      help="seconds to wait for a quiet machine before a run (then it runs, "
+                           "and its pair is marked contended if the machine stays busy)")
   parser.add_argument("--tolerance", type=float, default=1e-4)
   parser.add_argument("--work_dir", type=pathlib.Path,
                       help="keep models, logs and results here (default: a temporary "
@@ -351,10 +451,13 @@ def main() -> int:
     return 0
   args.tasks = args.tasks.split(",")
   args.rows = parse_rows(args.rows)
-  args.lm_eval_batch_sizes = args.lm_eval_batch_sizes.split(",")
+  args.caches = args.caches.split(",")
+  if not set(args.caches) <= set(CONDITIONS):
+    parser.error(f"--caches: expected some of {','.join(CONDITIONS)}, got {args.caches}")
   work = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="vs_lm_eval-"))
   work.mkdir(parents=True, exist_ok=True)
-  print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; work dir {work}")
+  print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, other processes "
+        f"{other_cores():.2f} cores; work dir {work}", flush=True)
   try:
     hf_dir, manifest = prepare(args, work)
     agreed = all([compare_task(args, task, hf_dir, manifest, work) for task in args.tasks])

@@ -11,8 +11,10 @@ given anywhere on the command line.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import importlib.metadata
+import os
 import sys
 
 from invscale_jax import checks
@@ -21,7 +23,7 @@ from invscale_jax import console
 # Modules that add subcommands, in the order they appear in `invscale --help`.
 _STAGES = (
     "invscale_jax.data.commands",  # invscale data ..., invscale tasks ...
-    "invscale_jax.models.commands",  # invscale family ..., invscale convert ...
+    "invscale_jax.convert.commands",  # invscale family ..., invscale convert ...
     "invscale_jax.transfer",  # invscale storage cp
     "invscale_jax.engine.commands",  # invscale score, invscale generate
     "invscale_jax.report.commands",  # invscale report
@@ -80,5 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     return 130
 
 
+def run() -> None:
+  """The `invscale` command: `main`, then the process ends as soon as its exit handlers
+  ran and its output is flushed. Python's own finalization (tearing down JAX's client,
+  compiled programs and every imported module one by one) would add seconds and does
+  nothing a finished command needs."""
+  code = main()
+  atexit._run_exitfuncs()  # pylint: disable=protected-access  (what sys.exit would run)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  run()

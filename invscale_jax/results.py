@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import hashlib
 import json
 import math
@@ -439,7 +440,7 @@ class RunWriter:
     if problem:
       storage.delete(storage.join(self.directory, COMPLETE))
       raise ValueError(f"{self.lease.label}: not complete after scoring: {problem}")
-    self.lease.release()
+    self.lease.release()  # at once: a complete run is never re-opened to drop a stale lease
 
 
 def _reject(directory: str, name: str, reason: str) -> None:
@@ -492,6 +493,12 @@ def open_run(directory: str, info: dict[str, Any], label: str, keeper: LeaseKeep
     lease.acquire()
   if lease not in keeper.leases:
     keeper.leases.append(lease)
+  # A local write cut by kill -9 leaves tensorstore's `<file>.__lock`, holding what was
+  # being written; its next write of that file reuses it without truncating it (old bytes
+  # would trail the new chunk). The lease holder is this run's only writer: drop them.
+  if not storage.is_url(directory):  # (tensorstore's listing does not show them)
+    for stale in glob.glob(os.path.join(glob.escape(directory), "*.__lock")):
+      os.remove(stale)
   found = scan(directory, info)
   for name, problem in found.bad:
     _reject(directory, name, problem)

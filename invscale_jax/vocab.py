@@ -10,7 +10,6 @@ for run keys.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Sequence
 
@@ -19,33 +18,7 @@ import seqio
 import tensorflow as tf
 
 from invscale_jax import storage, vocab_spec
-
-
-
-
-TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json read (Gemma's is 34 MB)
-# The largest part of a tokenizer.json besides its vocabulary and merges: normalizer and
-# pre-tokenizer strings are compiled or added to every text, and a huge one takes gigabytes.
-TOKENIZER_PART_BYTES = 1 << 20
-_TOKENIZER_PARTS = ("normalizer", "pre_tokenizer", "post_processor", "decoder")
-
-
-def _check_tokenizer_file(path: str) -> None:
-  """Refuses a tokenizer.json too large to load in bounded memory (a ValueError)."""
-  size = os.stat(path).st_size
-  if size > TOKENIZER_BYTES:
-    raise ValueError(f"{size} bytes, more than the {TOKENIZER_BYTES} read")
-  if size <= TOKENIZER_PART_BYTES:
-    return
-  with open(path, "rb") as f:
-    data = json.load(f)
-  if not isinstance(data, dict):
-    raise ValueError("not a JSON object")
-  for part in _TOKENIZER_PARTS:
-    n = len(json.dumps(data.get(part)))
-    if n > TOKENIZER_PART_BYTES:
-      raise ValueError(f"its {part} takes {n} bytes, more than the {TOKENIZER_PART_BYTES} "
-                       "read")
+from invscale_jax import tokenizer as tokenizer_lib
 
 
 class HfTokenizerVocabulary(seqio.Vocabulary):
@@ -57,20 +30,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   """
 
   def __init__(self, path: os.PathLike | str, eos_token: str = vocab_spec.HF_DEFAULT_EOS):
-    import tokenizers  # pylint: disable=g-import-not-at-top
-
     self._path = str(path)
-    local = storage.local_copy(self._path)
-    _check_tokenizer_file(local)
-    self._tokenizer = tokenizers.Tokenizer.from_file(local)
-    self._eos_id = self._tokenizer.token_to_id(eos_token)
-    # Ids need not be dense: the size is one more than the largest id, not the count.
-    self._size = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
+    self._tokenizer = tokenizer_lib.HfTokenizer(self._path, eos_token)
     super().__init__(extra_ids=0)
 
   @property
   def eos_id(self) -> int | None:
-    return self._eos_id
+    return self._tokenizer.eos_id
 
   @property
   def unk_id(self) -> int | None:
@@ -78,13 +44,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   @property
   def _base_vocab_size(self) -> int:
-    return self._size
+    return self._tokenizer.vocab_size
 
   def _encode(self, s: str) -> Sequence[int]:
-    return self._tokenizer.encode(s, add_special_tokens=False).ids
+    return self._tokenizer.encode(s)
 
   def _decode(self, ids: Sequence[int]) -> str:
-    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+    return self._tokenizer.decode_ids([int(i) for i in ids])
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     def encode(x: np.ndarray | bytes) -> np.ndarray:

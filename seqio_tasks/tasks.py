@@ -17,7 +17,6 @@ nothing with gin, so it works at any time, including after gin is locked.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Mapping, Sequence
 
@@ -26,33 +25,14 @@ import tensorflow as tf
 
 from invscale_jax import catalog, gin_macros, task_registry
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.data import declarations, sources, variants
-from invscale_jax.data.loader import Example
+from invscale_jax.data import declarations, variants
+from invscale_jax.data.task_rows import PromptOptions, rows_for
 from seqio_tasks import metrics
 
 PREFIX = task_registry.PREFIX
 SPLIT = "test"
 # The registered variants; `register_variant` adds more (any "<k>_shot").
 VARIANTS = ("zero_shot", "1_shot", "3_shot", "5_shot", "cot_zero_shot", "cot_1_shot")
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptOptions:
-  """How prompts are built: few-shot seed, the maximum length in tokens (None: no cap) and,
-  for chain-of-thought variants, the room kept for generated tokens."""
-
-  seed: int = 0
-  max_length: int | None = 2048
-  generation_length: int = 128
-
-  @classmethod
-  def from_gin(cls) -> PromptOptions:
-    """The options bound by the gin macros INVSCALE_SEED, INVSCALE_MAX_LENGTH and
-    INVSCALE_GENERATION_LENGTH; the defaults where unbound."""
-    default = cls()
-    return cls(gin_macros.value(gin_macros.SEED, default.seed),
-               gin_macros.value(gin_macros.MAX_LENGTH, default.max_length),
-               gin_macros.value(gin_macros.GENERATION_LENGTH, default.generation_length))
 
 
 def task_name(task: str, variant: str) -> str:
@@ -71,39 +51,6 @@ def parse_task_name(name: str) -> tuple[task_registry.Task, variants.Variant]:
 def has_variant(spec: task_registry.Task, variant: variants.Variant) -> bool:
   """Chain-of-thought variants exist for prize tasks and for declared tasks with exemplars."""
   return spec.prize or not variant.chain_of_thought or spec.exemplar_path is not None
-
-
-def _rows(examples: list[Example], spec: task_registry.Task, variant: variants.Variant,
-          prompts: list[variants.Fitted]) -> dict[str, list[Any]]:
-  """One row per class (classification) or per completion (sequence probability)."""
-  rows: dict[str, list[Any]] = {k: [] for k in (
-      "inputs", "targets", "example_id", "class_index", "n_classes", "answer_index",
-      "is_correct", "task", "variant", "round", "part", "n_demos", "n_demos_dropped")}
-  for example, prompt in zip(examples, prompts):
-    targets = example.classes or (example.completion,)
-    for index, target in enumerate(targets):
-      is_class = bool(example.classes)
-      for key, value in (
-          ("inputs", prompt.text), ("targets", target), ("example_id", example.example_id),
-          ("class_index", index if is_class else -1), ("n_classes", len(targets)),
-          ("answer_index", example.answer_index if is_class else -1),
-          ("is_correct", is_class and index == example.answer_index), ("task", spec.name),
-          ("variant", variant.name), ("round", example.round or -1),
-          ("part", example.part or -1), ("n_demos", prompt.n_demos),
-          ("n_demos_dropped", prompt.n_dropped)):
-        rows[key].append(value)
-  return rows
-
-
-def rows_for(spec: task_registry.Task, variant: variants.Variant, vocabulary: seqio.Vocabulary,
-             options: PromptOptions, data_dir: str | None = None) -> dict[str, list[Any]]:
-  """The untokenized rows of one task x variant (what the SeqIO source yields)."""
-  examples = sources.load_examples(spec, data_dir)
-  count = lambda text: len(vocabulary.encode(text))
-  reserve = options.generation_length if variant.chain_of_thought else 0
-  prompts = variants.build_prompts(examples, variant, options.seed, options.max_length, count,
-                                   reserve)
-  return _rows(examples, spec, variant, prompts)
 
 
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,

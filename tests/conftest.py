@@ -634,8 +634,10 @@ def file_states(root: os.PathLike | str) -> dict[str, tuple[int, int, int]]:
 
 
 def chunk_states(out: os.PathLike | str) -> dict[str, tuple[int, int, int]]:
-  """`file_states` of the chunk files under OUT."""
-  return {p: v for p, v in file_states(out).items() if "/chunk-" in p}
+  """`file_states` of the chunk files under OUT (not the lock file of a chunk whose write
+  was cut: opening the run removes it)."""
+  return {p: v for p, v in file_states(out).items()
+          if "/chunk-" in p and p.endswith(".jsonl")}
 
 
 # ---------------------------------------------------------------------------- T5X

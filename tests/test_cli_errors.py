@@ -132,10 +132,11 @@ def test_missing_or_corrupt_vocabulary_names_manifest_and_model(kind, filename, 
   assert_one_line(run_cli(*args), f"{manifest}: model m: vocabulary.path: {path}: "
                                   f"no such {kind} file")
   path.write_text("include 'not a tokenizer'\n")  # scoring reads it when the model loads
-  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match=f"^{manifest}: model m: vocabulary.path: {path}: "
-                                       f"not a valid {kind} file \\(.+\\)$"):
-    vocab.from_spec(family_lib.load(manifest).models[0].vocabulary)
+  from invscale_jax import tokenizer, vocab  # pylint: disable=g-import-not-at-top
+  for reader in (vocab, tokenizer):  # SeqIO's vocabulary, and the scoring path's tokenizer
+    with pytest.raises(ValueError, match=f"^{manifest}: model m: vocabulary.path: {path}: "
+                                         f"not a valid {kind} file \\(.+\\)$"):
+      reader.from_spec(family_lib.load(manifest).models[0].vocabulary)
 
 
 # ---------------------------------------------------------------------------- task data

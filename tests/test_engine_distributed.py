@@ -20,9 +20,11 @@ import pytest
 
 from conftest import (N_RUNS, SCORE_ARGS, CliResult, Job, ScoreCli, assert_finished,
                       assert_same_records, chunk_states, find_run, read_results, select)
+from invscale_jax import catalog
 from invscale_jax import family as family_lib
+from invscale_jax.data import task_rows, variants
 from invscale_jax.engine import loading, packing, partitioning, reference
-from invscale_jax.engine.requests import Request, from_task
+from invscale_jax.engine.requests import Request, from_task_rows
 from invscale_jax.engine.scorer import Scorer
 from invscale_jax.models import build, load_config
 
@@ -191,9 +193,10 @@ def long_and_short_requests(tiny_model: loading.LoadedModel,
   """N_LONG hindsight-neglect examples (long prompts, cut to MAX_LENGTH), then N_SHORT
   memo-trap ones."""
   def first(task: str, n: int) -> list[Request]:
-    seqio_task = loading.seqio_task(task, "zero_shot", tiny_model.vocabulary, 0, MAX_LENGTH, 0,
-                                    small_data_dir)
-    return from_task(seqio_task, tiny_model.vocabulary, "separate", MAX_LENGTH)[:n]
+    rows = task_rows.rows_for(catalog.get(task), variants.parse("zero_shot"),
+                              tiny_model.vocabulary, task_rows.PromptOptions(0, MAX_LENGTH, 0),
+                              str(small_data_dir))
+    return from_task_rows(rows, tiny_model.vocabulary, "separate", MAX_LENGTH, limit=n)
   requests = first("hindsight-neglect", N_LONG) + first("memo-trap", N_SHORT)
   assert sum(r.n_truncated > 0 for r in requests) == N_LONG  # really long prompts
   return requests

@@ -111,3 +111,24 @@ def test_joint_tokenization_differs_and_stays_exact(small_model, shared_data, me
   i = differs[0]
   assert any(len(a) != len(b) or not np.allclose(a, b)
              for a, b in zip(got_joint[i], got_separate[i])), "the conventions give other scores"
+
+
+def test_models_of_one_configuration_share_their_compiled_step(small_model, mixed_requests):
+  """A second model of the same network (other parameters) reuses the first one's traced
+  and compiled programs, and still gets its own scores."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
+
+  model, params = small_model("decoder_only")
+  other_params = jax.tree.map(lambda p: p * 0.5, params)
+  mesh = partitioning.make_mesh()
+  reqs = mixed_requests[:12]
+  first = Scorer(model, params, mesh, 2048)
+  want_first = first.score(reqs)
+  compiled = first._score._cache_size()  # pylint: disable=protected-access
+  second = Scorer(Model(model.config), other_params, mesh, 2048)
+  assert second._score is first._score  # pylint: disable=protected-access
+  got = second.score(reqs)
+  assert first._score._cache_size() == compiled  # pylint: disable=protected-access
+  assert_same(got, reference.score(model, other_params, reqs, length=MAX_LENGTH, batch_size=16))
+  assert not np.allclose(got[0][0], want_first[0][0])

@@ -39,16 +39,23 @@ def visible(arrays: dict[str, np.ndarray], row: int, q: int) -> tuple[list[int],
 
 def check_batches(requests: list[Request], architecture: str, batches: list[packing.Batch]) -> None:
   seen = set()
+  n_targets = sum(len(b.target) for r in requests for b in r.branches)
+  assert sum(int(b.arrays["target_mask"].sum()) for b in batches) == n_targets
   for batch in batches:
     a = batch.arrays
+    (rows, length), groups = a["tokens"].shape, a["target_index"].shape[0]
+    assert rows % groups == 0
     for s in batch.slots:
       seen.add((s.request, s.branch))
       r, b = requests[s.request], requests[s.request].branches[s.branch]
-      assert a["target_mask"][s.row, s.start:s.start + s.length].all()
+      assert a["target_mask"][s.group, s.start:s.start + s.length].all()
+      assert s.group == s.row // (rows // groups)
       for u in range(s.length):
         t = s.start + u
-        assert a["target_ids"][s.row, t] == b.target[u]
-        tokens, positions = visible(a, s.row, a["target_index"][s.row, t])
+        assert a["target_ids"][s.group, t] == b.target[u]
+        local_row, q = divmod(int(a["target_index"][s.group, t]), length)
+        assert local_row == s.row % (rows // groups)
+        tokens, positions = visible(a, s.row, q)
         if architecture == "encoder_decoder":
           expected = [packing.DECODER_START, *b.target[:u].tolist()]
           enc = a["encoder_tokens"][s.row][a["encoder_segment_ids"][s.row] > 0].tolist()
@@ -86,3 +93,34 @@ def test_unpacked_rows_hold_one_request() -> None:
 
 def test_bucket_is_smallest_power_of_two() -> None:
   assert [packing.bucket(n) for n in (1, 32, 33, 64, 65, 1000)] == [32, 32, 64, 64, 128, 1024]
+
+
+def test_short_requests_fill_rows_and_only_real_targets_get_slots() -> None:
+  """Short prompts share rows sized to them, and target slots are the real targets plus
+  at most a fine bucket's padding (not a fixed number per row)."""
+  requests = random_requests(300, seed=4)
+  for r in requests[:200]:  # mostly short, as memo-trap's
+    object.__setattr__(r, "prefix", r.prefix[:20])
+  batches = list(packing.make_batches(requests, "decoder_only", 8192))
+  check_batches(requests, "decoder_only", batches)
+  real = sum(packing.decoder_length(r) for r in requests)
+  positions = sum(b.arrays["tokens"].size for b in batches)
+  targets = sum(len(b.target) for r in requests for b in r.branches)
+  slots = sum(b.arrays["target_ids"].size for b in batches)
+  assert positions <= 1.3 * real
+  assert slots <= 1.3 * targets + 8 * len(batches)
+  assert len({b.arrays["tokens"].shape for b in batches}) <= 3
+
+
+@pytest.mark.parametrize("n,want", [(1, 1), (8, 8), (9, 10), (17, 20), (100, 112), (647, 768),
+                                    (1025, 1280), (2048, 2048)])
+def test_fine_bucket_steps_a_quarter_of_a_power_of_two(n: int, want: int) -> None:
+  assert packing.fine_bucket(n) == want
+
+
+def test_rows_of_a_shape_split_evenly_into_batches() -> None:
+  assert packing.balanced_rows(165, 64, 1) == (3, 56)
+  assert packing.balanced_rows(44, 64, 1) == (1, 48)
+  assert packing.balanced_rows(5, 64, 2) == (1, 6)
+  batches, rows = packing.balanced_rows(1000, 64, 4)
+  assert rows <= 64 and rows % 4 == 0 and batches * rows >= 1000

@@ -375,3 +375,21 @@ def test_result_files_follow_the_umask(score_here, tmp_path):
   files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
   assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o664 for p in files), [
       (p.name, oct(p.stat().st_mode)) for p in files]
+
+
+def test_a_write_cut_by_kill_leaves_no_bytes_in_the_next_chunk(tmp_path):
+  """tensorstore's file driver writes through `<file>.__lock` and reuses a stale one (left
+  by a process killed mid-write) without truncating it: opening the run drops them."""
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / f"{results.chunk_name(0)}.__lock").write_bytes(b"x" * 10_000)  # a longer, cut write
+  info = {"run_key": "k", "n_examples": 1, "n_records": 1, "record_kinds": ["sequence"]}
+  with results.LeaseKeeper() as keeper:
+    writer = results.open_run(str(run), info, "test run", keeper)
+    rec = records.Record(run_key="k", model="m", task="t", variant="v", example_id=0,
+                         n_classes=1, answer_index=None, n_truncated=0, n_demos_dropped=0,
+                         kind=records.SEQUENCE, class_index=None, logprob=-1.0, n_tokens=1,
+                         n_bytes=1, is_correct=None)
+    writer.write_chunk([rec])
+  assert (run / results.chunk_name(0)).read_bytes() == records.format_chunk([rec])
+  assert not list(run.glob("*.__lock"))

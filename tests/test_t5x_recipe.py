@@ -367,10 +367,11 @@ def test_encoder_inputs_match_score(t5x_dir, data_dir, tmp_path, encoder_eos) ->
   """With an EncoderDecoderModel the recipe's inputs end with EOS (unless
   INVSCALE_ENCODER_EOS = False), exactly the encoder inputs `invscale score` builds with its
   default (or with --no_encoder_eos)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  from invscale_jax import family  # pylint: disable=g-import-not-at-top
-  from invscale_jax.engine import loading, plan, requests  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from invscale_jax import catalog, family
+  from invscale_jax import tokenizer as tokenizer_lib
+  from invscale_jax.data import task_rows, variants
+  from invscale_jax.engine import plan, requests
   setting = [] if encoder_eos is None else [f"INVSCALE_ENCODER_EOS = {encoder_eos}"]
   result = run_t5x(
       t5x_dir, tmp_path, "infer", [model_gin(tmp_path, "@seqio.ByteVocabulary()",
@@ -382,9 +383,10 @@ def test_encoder_inputs_match_score(t5x_dir, data_dir, tmp_path, encoder_eos) ->
   entry = family.ModelEntry("t5", "encoder_decoder", "", "", {"type": "byte"})
   run = plan.Run(entry, None, None, "", {}, None, 2048, plan.ScoringOptions(
       encoder_eos=encoder_eos is None).encoder_eos_for(entry))
-  vocabulary = seqio.ByteVocabulary()
-  task = loading.seqio_task("memo-trap", "1_shot", vocabulary, 0, 2048, 0, str(data_dir))
-  reqs = requests.from_task(task, vocabulary, eos_id=plan.eos_id(run, vocabulary))
+  vocabulary = tokenizer_lib.ByteTokenizer()  # what `invscale score` builds requests with
+  rows = task_rows.rows_for(catalog.get("memo-trap"), variants.parse("1_shot"), vocabulary,
+                            task_rows.PromptOptions(0, 2048, 0), str(data_dir))
+  reqs = requests.from_task_rows(rows, vocabulary, eos_id=plan.eos_id(run, vocabulary))
   expected = [r.prefix.tolist() for r in reqs for _ in r.branches]
   assert [row["inputs"] for row in result["full"]] == expected
   assert all((row[-1] == vocabulary.eos_id) == (encoder_eos is None) for row in expected)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import ast
 import json
 import pathlib
+import os
 import subprocess
 import sys
+import time
 
 import jinja2
 import pytest
@@ -114,3 +116,34 @@ def test_skips_in_one_line_without_lm_eval():
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith("skipped: lm-eval is not installed")
   assert len(result.stdout.splitlines()) == 1
+
+
+def test_other_processes_cpu_is_measured_around_a_run(tmp_path):
+  cores = vs.other_cores(0.2)
+  assert 0 <= cores <= os.cpu_count() + 0.5
+  burn = [sys.executable, "-c", "import time\nt = time.process_time()\n"
+                                "while time.process_time() - t < 0.5: pass"]
+  measured = vs.run_measured(burn, dict(os.environ), tmp_path / "burn.log")
+  assert measured.wall_s >= 0.5 and measured.peak_bytes > 0
+  assert 0 <= measured.other_cores <= os.cpu_count() + 0.5  # the child's own CPU is not counted
+  start = time.monotonic()
+  vs.wait_quiet(max_cores=-1, max_wait=0)  # never quiet enough: gives up at once
+  assert time.monotonic() - start < 30
+
+
+def run_of(wall: float, peak_gib: float, scoring: float, others: float) -> object:
+  return vs.ToolRun(vs.Measured(wall, int(peak_gib * 2**30), others), scoring, {(0, 0): -1.0})
+
+
+def test_only_quiet_pairs_give_medians_and_ratios(capsys):
+  quiet = {"invscale": run_of(10, 1, 5, 0.1), "lm-eval": run_of(30, 2, 20, 0.0)}
+  busy = {"lm-eval": run_of(90, 2, 80, 1.5), "invscale": run_of(20, 1, 9, 0.2)}
+  assert vs.is_quiet(quiet, 0.25) and not vs.is_quiet(busy, 0.25)
+  vs.report("memo-trap", "warm", [quiet, busy, quiet], 0.25)
+  out = capsys.readouterr().out
+  assert "pair 2 (lm-eval then invscale): CONTENDED (left out)" in out
+  assert "medians of 2 quiet pairs" in out
+  assert "wall 3.00x (target >= 2.5x: met)" in out  # 30 / 10: the contended pair left out
+  assert "peak memory 2.00x (target >= 1x: met)" in out
+  vs.report("memo-trap", "cold", [busy], 0.25)
+  assert "no quiet pair" in capsys.readouterr().out

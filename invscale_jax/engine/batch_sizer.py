@@ -27,7 +27,7 @@ from invscale_jax.engine import hosts, partitioning
 
 SHARE = 0.7  # of the free memory a batch may use (the rest: XLA's own slack, other buffers)
 MAX_TOKENS_PER_DEVICE = 65536
-Shape = tuple[int, int, int]  # (row length, target slots, encoder length)
+Shape = tuple[int, int, int]  # (row length, most target slots per row, encoder length)
 
 
 def free_bytes(device: jax.Device) -> int:
@@ -63,7 +63,10 @@ class BatchSizer:
     sharding = partitioning.batch_sharding(self._mesh)
     struct = lambda width: jax.ShapeDtypeStruct((rows, width), np.int32, sharding=sharding)
     batch = {k: struct(length) for k in ("tokens", "positions", "segment_ids", "branch_ids")}
-    batch.update({k: struct(targets) for k in ("target_index", "target_ids", "target_mask")})
+    # Targets of the data-parallel groups: at most `targets` per row.
+    groups = jax.ShapeDtypeStruct((self._data, rows // self._data * targets), np.int32,
+                                  sharding=sharding)
+    batch.update({k: groups for k in ("target_index", "target_ids", "target_mask")})
     if self._encoder_decoder:
       batch.update({k: struct(encoder_length) for k in ("encoder_tokens", "encoder_segment_ids")})
     m = self._step.lower(self._params, batch).compile().memory_analysis()

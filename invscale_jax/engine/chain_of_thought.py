@@ -16,8 +16,8 @@ import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
-import seqio
 
+from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.data import cot, extract
 from invscale_jax.engine.generate import Generator
 from invscale_jax.engine.requests import Request, with_prompt
@@ -30,7 +30,7 @@ class Generation:
   class_index: int | None  # parsed answer (None: unparseable)
 
 
-def decode_text(tokens: np.ndarray, vocabulary: seqio.Vocabulary, stops: Sequence[str]) -> tuple[str, int]:
+def decode_text(tokens: np.ndarray, vocabulary: tokenizer_lib.Tokenizer, stops: Sequence[str]) -> tuple[str, int]:
   """Text up to EOS and the first stop string, and how many tokens that kept."""
   ids = tokens.tolist()
   if vocabulary.eos_id is not None and vocabulary.eos_id in ids:
@@ -40,7 +40,7 @@ def decode_text(tokens: np.ndarray, vocabulary: seqio.Vocabulary, stops: Sequenc
 
 
 def generate(requests: Sequence[Request], task: str, generator: Generator,
-             vocabulary: seqio.Vocabulary,
+             vocabulary: tokenizer_lib.Tokenizer,
              progress: Callable[[int], None] | None = None) -> list[Generation]:
   """Generations of CLASS requests, parsed into classes."""
   outputs = generator.generate(requests, progress)
@@ -54,7 +54,7 @@ def generate(requests: Sequence[Request], task: str, generator: Generator,
 
 
 def scoring_requests(requests: Sequence[Request], generations: Sequence[Generation],
-                     vocabulary: seqio.Vocabulary, max_length: int | None,
+                     vocabulary: tokenizer_lib.Tokenizer, max_length: int | None,
                      bos_id: int | None, eos_id: int | None = None) -> list[Request]:
   """Requests whose prompt is prompt + generated rationale + " So the answer is"."""
   out = []

@@ -17,7 +17,7 @@ import json
 from typing import Any, Iterator, Sequence
 
 from invscale_jax import results
-from invscale_jax import vocab as vocab_lib
+from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import plan as plan_lib
 
 
@@ -36,8 +36,8 @@ class Planned:
 
 def _planned(run: plan_lib.Run, options: plan_lib.ScoringOptions, data_dir: str,
              out: str) -> Planned:
-  vocabulary = vocab_lib.from_spec(run.entry.vocabulary)
-  reqs = plan_lib.requests_for(run, vocabulary, options, data_dir)
+  vocabulary = tokenizer_lib.from_spec(run.entry.vocabulary)
+  reqs = plan_lib.requests_for(run, vocabulary, options, data_dir, store=False)  # writes nothing
   info = plan_lib.run_info(run, options, reqs)
   directory = run.dir(out)
   if results.verify_complete(directory, info) is None:

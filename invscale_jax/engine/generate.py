@@ -77,6 +77,14 @@ def _prompt_arrays(requests: Sequence[Request], encoder_decoder: bool, rows: int
   return arrays
 
 
+@functools.lru_cache(maxsize=None)
+def _decoding_step(model_type: type, config: Any, attention: Any, max_new: int,
+                   temperature: float, sharding: Any) -> Callable:
+  """The jitted decoding of a network configuration, shared by every model of it."""
+  return jax.jit(_decode_fn(model_type(config, attention), max_new, temperature),
+                 out_shardings=sharding)
+
+
 class Generator:
   """Decodes continuations of requests' prompts with one model on a mesh."""
 
@@ -85,8 +93,8 @@ class Generator:
     self.model, self.params, self.mesh, self.options = model, params, mesh, options
     self.tokens_per_batch = tokens_per_batch
     self._sharding = partitioning.batch_sharding(mesh)
-    self._run = jax.jit(_decode_fn(model, options.max_new_tokens, options.temperature),
-                        out_shardings=self._sharding)
+    self._run = _decoding_step(type(model), model.config, model.attention,
+                               options.max_new_tokens, options.temperature, self._sharding)
     self.generated_tokens = 0
 
   @functools.cached_property

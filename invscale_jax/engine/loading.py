@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import seqio
 from flax import traverse_util
 from jax.sharding import Mesh
 
-import seqio_tasks
 from invscale_jax import checkpoints, models
-from invscale_jax import vocab as vocab_lib
+from invscale_jax.convert import configs
+from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import partitioning
 from invscale_jax.family import ModelEntry
 
@@ -21,7 +20,7 @@ class LoadedModel:
   entry: ModelEntry
   model: models.Model
   params: dict
-  vocabulary: seqio.Vocabulary
+  vocabulary: tokenizer_lib.Tokenizer  # the manifest's vocabulary, without TensorFlow
   mesh: Mesh
 
 
@@ -42,19 +41,19 @@ def _hf_params(entry: ModelEntry, model: models.Model, shardings: dict) -> dict:
 
 def param_bytes(entry: ModelEntry) -> int:
   """Bytes of the entry's float32 parameters (from its config; nothing is read)."""
-  return 4 * models.build(models.load_config(entry.gin)).num_params()
+  return 4 * models.build(configs.load_config(entry.gin)).num_params()
 
 
 def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
   """Builds the entry's network (activations in `dtype`) and restores its checkpoint (a
   T5X checkpoint, or a Hugging Face directory mapped in memory), float32 params sharded
   over `mesh` by logical-axis rules, each device reading its part."""
-  config = models.load_config(entry.gin, [f"ModelConfig.dtype = {dtype!r}"])
+  config = configs.load_config(entry.gin, [f"ModelConfig.dtype = {dtype!r}"])
   if config.architecture != entry.architecture:
     raise ValueError(f"{entry.gin}: architecture {config.architecture!r} differs from the "
                      f"manifest's {entry.architecture!r} for model {entry.name}")
   model = models.build(config)
-  vocabulary = vocab_lib.from_spec(entry.vocabulary)
+  vocabulary = tokenizer_lib.from_spec(entry.vocabulary)
   if vocabulary.vocab_size > config.vocab_size:
     raise ValueError(f"model {entry.name}: vocabulary has {vocabulary.vocab_size} ids but "
                      f"the network only {config.vocab_size}")
@@ -66,10 +65,3 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
                                          expected=model.param_shapes(), shardings=shardings)
   return LoadedModel(entry, model, params, vocabulary, mesh)
 
-
-def seqio_task(task: str, variant: str, vocabulary: seqio.Vocabulary, seed: int,
-               max_length: int, generation_length: int, data_dir: str) -> seqio.Task:
-  """The SeqIO task of (task, variant) tokenized with this model's vocabulary (no EOS after
-  the inputs: requests add it where the run says, `plan.eos_id`)."""
-  options = seqio_tasks.tasks.PromptOptions(seed, max_length, generation_length)
-  return seqio_tasks.build_task(task, variant, vocabulary, options, str(data_dir), False)

@@ -1,12 +1,12 @@
 """What a scoring run will do: its options, and the runs (model x task x variant) it plans.
 
-Planning reads manifests, configs and file hashes only; SeqIO (and with it TensorFlow) is
-imported when a run's requests are built (`requests_for`), so a re-run of complete runs
-never loads it.
+Planning reads manifests, configs and file hashes only. A run's requests are built from its
+task rows with the model's own tokenizer (`requests_for`): scoring never imports SeqIO or
+TensorFlow.
 
 A `Run` is one model on one task under one prompt variant, with its run key: a content
 hash of everything that determines its numbers (see `runkey`). `requests_for` builds a
-run's requests from its SeqIO task, tokenized with the model's vocabulary; `record_kinds`
+run's requests from its task rows, tokenized with the model's vocabulary; `record_kinds`
 and `n_records` say what records the engine will write for them.
 """
 
@@ -25,11 +25,10 @@ from invscale_jax.data import datadir, loader, sources
 from invscale_jax.data import variants as variants_lib
 from invscale_jax.engine import packing, runkey
 from invscale_jax.family import Family, ModelEntry
-from invscale_jax.models import load_config
+from invscale_jax.convert.configs import load_config
 
 if TYPE_CHECKING:
-  import seqio
-
+  from invscale_jax.tokenizer import Tokenizer
   from invscale_jax.engine.requests import Request
 
 TOKENIZATIONS = ("separate", "joint")
@@ -275,21 +274,34 @@ def work_tokens(options: ScoringOptions, run: Run, requests: Sequence[Request]) 
   return tokens
 
 
-def requests_for(run: Run, vocabulary: seqio.Vocabulary, options: ScoringOptions,
-                 data_dir: str) -> list[Request]:
-  """A run's requests: its SeqIO task's rows, tokenized with the model's vocabulary (the
-  first `limit` examples; few-shot demonstrations are still drawn from all of them)."""
-  from invscale_jax.engine import loading, requests  # pylint: disable=g-import-not-at-top
+def requests_for(run: Run, tokenizer: "Tokenizer", options: ScoringOptions, data_dir: str,
+                 store: bool = True) -> list[Request]:
+  """A run's requests: its task's rows under its variant, tokenized with the model's
+  tokenizer (no TensorFlow), the first `limit` examples (few-shot demonstrations are still
+  drawn from all of them); cached by content (`request_cache`; written to the cache
+  directory if `store`), so another model with the same vocabulary, or a re-run, builds
+  nothing."""
+  # pylint: disable=g-import-not-at-top
+  from invscale_jax.data import task_rows
+  from invscale_jax.engine import request_cache, requests
   o = options
-  task = loading.seqio_task(run.task.name, run.variant.name, vocabulary, o.seed, run.max_length,
-                            o.generation_length if generates(o, run) else 0, data_dir)
-  return requests.from_task(task, vocabulary, o.tokenization, run.max_length, run.bos_id,
-                            o.limit or None, eos_id(run, vocabulary))
+  prompt = task_rows.PromptOptions(o.seed, run.max_length,
+                                   o.generation_length if generates(o, run) else 0)
+  parts = {k: v for k, v in run.info.items() if k not in request_cache.MODEL_PARTS}
+  parts.update(options={k: v for k, v in o.key_parts(run.variant).items() if k != "dtype"},
+               prompt=dataclasses.asdict(prompt))
+
+  def build() -> list[Request]:
+    encoder = requests.MemoEncoder(tokenizer)
+    rows = task_rows.rows_for(run.task, run.variant, encoder, prompt, data_dir)
+    return requests.from_task_rows(rows, encoder, o.tokenization, run.max_length, run.bos_id,
+                                   o.limit or None, eos_id(run, tokenizer))
+  return request_cache.cached(parts, build, store)
 
 
-def eos_id(run: Run, vocabulary: seqio.Vocabulary) -> int | None:
-  """The token after the prompt: the vocabulary's EOS for an encoder input that ends so."""
-  return vocabulary.eos_id if run.encoder_eos else None
+def eos_id(run: Run, tokenizer: "Tokenizer") -> int | None:
+  """The token after the prompt: the tokenizer's EOS for an encoder input that ends so."""
+  return tokenizer.eos_id if run.encoder_eos else None
 
 
 def run_info(run: Run, options: ScoringOptions, requests: Sequence[Request]) -> dict[str, Any]:

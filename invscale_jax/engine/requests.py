@@ -1,4 +1,8 @@
-"""Requests: one per example, built from a SeqIO task's tokenized rows.
+"""Requests: one per example, built from a task's rows tokenized with the model's tokenizer.
+
+`from_task_rows` tokenizes the rows of `data.task_rows` directly (no TensorFlow: the
+scoring path); `from_task` reads a SeqIO task's tokenized dataset. Both give the same
+requests, as SeqIO's tokenize preprocessor gives the same ids as the tokenizer.
 
 A request is a shared `prefix` (the prompt's tokens, led by the model's BOS token when it
 has one) and one `Branch` per class (or one for a completion). A branch's `context` holds
@@ -21,15 +25,18 @@ Tokenization (`ScoringOptions.tokenization`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from invscale_jax import records
 
-if TYPE_CHECKING:  # SeqIO (and TensorFlow) load only where tasks are read
+if TYPE_CHECKING:  # SeqIO (and TensorFlow) load only where SeqIO tasks are read
   import seqio
+
+  from invscale_jax.data.task_rows import Encoder
 
 SEPARATE = "separate"
 JOINT = "joint"
@@ -91,7 +98,7 @@ def with_prompt(request: Request, tokens: np.ndarray, bos_id: int | None,
   return dataclasses.replace(request, prefix=prefix, n_truncated=excess)
 
 
-def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: str,
+def _make_request(rows: list[dict], vocabulary: Encoder, tokenization: str,
                   max_length: int | None, bos_id: int | None,
                   eos_id: int | None) -> Request:
   rows = sorted(rows, key=lambda r: int(r["class_index"]))
@@ -123,7 +130,7 @@ def _make_request(rows: list[dict], vocabulary: seqio.Vocabulary, tokenization: 
   return with_prompt(request, prefix, bos_id, max_length, eos_id)
 
 
-def from_rows(rows: Iterable[dict], vocabulary: seqio.Vocabulary, tokenization: str = SEPARATE,
+def from_rows(rows: Iterable[dict], vocabulary: Encoder, tokenization: str = SEPARATE,
               max_length: int | None = None, bos_id: int | None = None,
               limit: int | None = None, eos_id: int | None = None) -> list[Request]:
   """Groups a task's rows by example (in example order) into requests, of the first
@@ -143,3 +150,31 @@ def from_task(task: seqio.Task, vocabulary: seqio.Vocabulary, tokenization: str 
   dataset = task.get_dataset(sequence_length=None, split="test", shuffle=False)
   return from_rows(dataset.as_numpy_iterator(), vocabulary, tokenization, max_length, bos_id,
                    limit, eos_id)
+
+
+class MemoEncoder:
+  """`encode` of a tokenizer, remembered per text: prompts are counted to fit the length
+  budget, then tokenized again for their requests."""
+
+  def __init__(self, tokenizer: Encoder):
+    self.encode = functools.lru_cache(maxsize=None)(tokenizer.encode)
+
+
+def from_task_rows(rows: dict[str, list[Any]], tokenizer: Encoder, tokenization: str = SEPARATE,
+                   max_length: int | None = None, bos_id: int | None = None,
+                   limit: int | None = None, eos_id: int | None = None) -> list[Request]:
+  """The requests of a task's untokenized rows (`task_rows.rows_for`), tokenized as SeqIO's
+  tokenize preprocessor does (inputs and targets separately; `eos_id`: EOS after an
+  encoder-decoder prompt), without TensorFlow; see `from_rows`."""
+  keep = set(sorted(set(rows["example_id"]))[:limit])
+  tokenized = []
+  for i, example_id in enumerate(rows["example_id"]):
+    if example_id not in keep:
+      continue
+    row = {k: v[i] for k, v in rows.items()}
+    inputs, targets = row["inputs"], row["targets"]
+    row.update(inputs=tokenizer.encode(inputs), targets=tokenizer.encode(targets),
+               inputs_pretokenized=inputs.encode("utf-8"),
+               targets_pretokenized=targets.encode("utf-8"))
+    tokenized.append(row)
+  return from_rows(tokenized, tokenizer, tokenization, max_length, bos_id, eos_id=eos_id)

@@ -4,9 +4,12 @@ For each (model, task, variant) the run directory `RESULTS/runs/<run_key>/` (see
 `results`) holds run.json, chunks of up to `chunk_size` whole examples each, written once,
 and, when every example is there, COMPLETE. A re-run skips complete runs (verified, not
 trusted, and checked to be the plan's run) and the examples already in good chunks,
-whatever chunk size wrote them; a `kill -9` loses at most the chunk in flight. Only
-process 0 reads and writes results and holds the runs' leases; what remains to do, and
-any error it meets, is broadcast, so hosts without a shared file system stay in step.
+whatever chunk size wrote them; a `kill -9` loses at most the chunks in flight:
+consecutive chunks of up to GROUP_TOKENS work tokens in all are scored together (their
+rows share batches, so a run of short examples is not padded once per chunk), then
+written one by one. Only process 0 reads and writes results and holds the runs' leases;
+what remains to do, and any error it meets, is broadcast, so hosts without a shared file
+system stay in step.
 
 Several processes (TPU slices, machines) may share one results directory: a model's runs
 are claimed (their leases taken) before the model is loaded, runs another live process
@@ -25,7 +28,7 @@ import os
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -69,6 +72,24 @@ def _complete(runs: Sequence[Run], out: str, warn: bool = True) -> list[bool]:
   done = hosts.on_leader(check)
   return hosts.from_leader(np.zeros(len(runs), np.int32) if done is None else done
                       ).astype(bool).tolist()
+
+
+GROUP_TOKENS = 65536  # work tokens of the chunks scored together (at least one chunk)
+
+
+def scoring_groups(chunks: Sequence[list[Request]], tokens: Callable[[list[Request]], int],
+                   budget: int = GROUP_TOKENS) -> list[list[list[Request]]]:
+  """Consecutive chunks, in order, grouped while a group's `tokens` stay within `budget`."""
+  groups: list[list[list[Request]]] = []
+  used = 0
+  for chunk in chunks:
+    n = tokens(chunk)
+    if not groups or used + n > budget:
+      groups.append([])
+      used = 0
+    groups[-1].append(chunk)
+    used += n
+  return groups
 
 
 class _Claims:
@@ -182,10 +203,14 @@ def _score_model(engine, entry, runs: Sequence[Run], data_dir: str, claims: _Cla
     for p in prepared:
       bar.describe(f"{entry.name} {p.run.task.name}.{p.run.variant.name}")
       start = time.perf_counter()
-      for reqs in p.pending:
-        recs = engine.records_for(p.run, reqs, bar.update)
+      work = lambda reqs, run=p.run: plan_lib.work_tokens(options, run, reqs)
+      for group in scoring_groups(p.pending, work):
+        recs = engine.records_for(p.run, [r for chunk in group for r in chunk], bar.update)
         records.check_finite(recs, p.run.label)
-        hosts.on_leader(lambda: p.writer.write_chunk(recs))
+        for chunk in group:
+          ids = {r.example_id for r in chunk}
+          part = [x for x in recs if x.example_id in ids]
+          hosts.on_leader(lambda: p.writer.write_chunk(part))
       stats = {"tokens": sum(plan_lib.work_tokens(options, p.run, reqs) for reqs in p.pending),
                "seconds": round(time.perf_counter() - start, 3)}
       hosts.on_leader(lambda: p.writer.finish(stats))

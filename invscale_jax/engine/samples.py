@@ -16,6 +16,7 @@ import json
 from typing import Sequence
 
 from invscale_jax import storage
+from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import plan as plan_lib
 
 PATH = "samples/prompts.jsonl"
@@ -33,11 +34,10 @@ def lines(requests: Sequence) -> str:
 def write(runs: Sequence[plan_lib.Run], options: plan_lib.ScoringOptions, data_dir: str,
           out: str) -> list[str]:
   """Writes every run's samples file; returns their paths."""
-  from invscale_jax import vocab  # pylint: disable=g-import-not-at-top  (SeqIO)
   paths = []
   for run in runs:
-    requests = plan_lib.requests_for(run, vocab.from_spec(run.entry.vocabulary), options,
-                                     data_dir)
+    requests = plan_lib.requests_for(run, tokenizer_lib.from_spec(run.entry.vocabulary),
+                                     options, data_dir)
     path = storage.join(run.dir(out), PATH)
     storage.write_text(path, lines(requests))
     paths.append(path)

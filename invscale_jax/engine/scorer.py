@@ -8,6 +8,7 @@ packing or device count: each target sees exactly its prefix (BOS + prompt) and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from typing import Any, Callable, Sequence
@@ -29,6 +30,14 @@ class Throughput:
   seconds: float = 0.0
 
 
+@functools.lru_cache(maxsize=None)
+def scoring_step(model_type: type, config: Any, attention: Any, sharding: Any) -> Callable:
+  """The jitted scoring step of a network configuration, shared by every model of it in
+  the process (parameters are its argument): a second model of one configuration traces
+  and compiles nothing again."""
+  return jax.jit(model_type(config, attention).score, out_shardings=sharding)
+
+
 class Scorer:
   """Scores requests with one model's parameters on a mesh."""
 
@@ -40,7 +49,7 @@ class Scorer:
     self.mesh = mesh
     self.pack = pack
     self._sharding = partitioning.batch_sharding(mesh)
-    self._score = jax.jit(model.score, out_shardings=self._sharding)
+    self._score = scoring_step(type(model), model.config, model.attention, self._sharding)
     self.tokens_per_batch: int | packing.RowsFor = tokens_per_batch or batch_sizer.BatchSizer(
         self._score, params, mesh, json.dumps(dataclasses.asdict(model.config), sort_keys=True),
         model.architecture == "encoder_decoder").rows
@@ -64,7 +73,7 @@ class Scorer:
       self.throughput.tokens += batch.n_tokens
       self.throughput.rows += len(batch.slots)
       for s in batch.slots:
-        result[s.request][s.branch] = out[s.row, s.start:s.start + s.length].astype(np.float32)
+        result[s.request][s.branch] = out[s.group, s.start:s.start + s.length].astype(np.float32)
       if progress:
         progress(len(batch.slots))
     return result

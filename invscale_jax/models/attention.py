@@ -16,30 +16,16 @@ Scores equal the dense path's up to float32 summation order.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from invscale_jax.models.masks import Mask, block_range, column, pad_to, row
+from invscale_jax.models.masks import Mask, Policy, block_range, column, pad_to, row
 from invscale_jax.models.position import RelativeBias
 
 Array = jax.Array
 MIN = jnp.finfo(jnp.float32).min
 SKIP, PLAIN, MASKED, GENERAL = range(4)
-
-
-@dataclasses.dataclass(frozen=True)
-class Policy:
-  """Blockwise attention in blocks of `block` tokens once queries x keys reach
-  `dense_below`**2 (and there is more than one query); dense below."""
-
-  block: int = 128
-  dense_below: int = 512
-
-  def blockwise(self, queries: int, keys: int) -> bool:
-    return queries > 1 and queries * keys >= self.dense_below**2
 
 
 AUTO = Policy()

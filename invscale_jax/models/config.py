@@ -255,17 +255,20 @@ def _read_bindings(text: str, where: str, values: dict[str, Any], depth: int = 0
 
 def load_config(gin_file: str | os.PathLike, bindings: Sequence[str] = ()) -> ModelConfig:
   """The `ModelConfig` bound by a model gin file (ours or T5X's), then by extra
-  `bindings` lines. A Hugging Face model's `config.json` in place of the gin file gives
-  the config its converter derives (convert/hf_dir.py)."""
+  `bindings` lines. (A manifest entry may name a Hugging Face `config.json` instead:
+  `convert.configs.load_config` reads both.)"""
   values: dict[str, Any] = {}
   path = os.fspath(gin_file)
-  if storage.basename(path) == "config.json":
-    from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
-    values.update(dataclasses.asdict(hf_dir.model_config(os.path.dirname(path))))
-  elif t5x_gin.is_t5x_gin(path):
+  if t5x_gin.is_t5x_gin(path):
     values.update(t5x_gin.read(path).fields)
   else:
     _read_bindings(_read_text(path), path, values)
+  return with_bindings(values, bindings, path)
+
+
+def with_bindings(values: dict[str, Any], bindings: Sequence[str], path: str) -> ModelConfig:
+  """The `ModelConfig` of field `values` (read from `path`) updated by `bindings` lines."""
+  values = dict(values)
   _read_bindings("\n".join(bindings), "bindings", values)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(values.keys() - fields)

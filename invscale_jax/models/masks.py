@@ -6,18 +6,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-  from invscale_jax.models.attention import Policy
-
 Array = jax.Array
 NONE = 2**29  # block_range of a block without valid tokens: (NONE, -NONE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """When attention goes blockwise (models/attention.py): in blocks of `block` tokens once
+  queries x keys reach `dense_below`**2 (and there is more than one query); dense below."""
+
+  block: int = 128
+  dense_below: int = 512
+
+  def blockwise(self, queries: int, keys: int) -> bool:
+    return queries > 1 and queries * keys >= self.dense_below**2
 
 
 def visible(q_segments: Array, k_segments: Array, q_index: Array, k_index: Array, *,

@@ -3,13 +3,15 @@
 Parameters are the content of T5X's `params` collection (no `target/` prefix): nested
 dicts of float32 arrays. All methods are pure functions of their arguments; jit them.
 
-Scoring batch (dict of int32 arrays; M = scored tokens per row):
+Scoring batch (dict of int32 arrays; the B rows form G groups of B/G consecutive rows,
+G dividing B; T = scored tokens per group):
   tokens [B, L]         model inputs (decoder inputs for encoder_decoder)
   positions [B, L]      position of each token within its example (branches may restart)
   segment_ids [B, L]    0 = padding, k > 0 = the k-th example packed in the row
   branch_ids [B, L]     0 = shared prompt, k > 0 = the k-th continuation (e.g. class)
-  target_index [B, M]   index into L of the hidden state that predicts each target
-  target_ids [B, M], target_mask [B, M]
+  target_index [G, T]   index into the group's rows, flattened ([B/G * L]), of the hidden
+                        state that predicts each target (G = B: an index into L per row)
+  target_ids [G, T], target_mask [G, T]
   encoder_tokens [B, Le], encoder_segment_ids [B, Le]   (encoder_decoder only)
 A token attends to a key iff same nonzero segment, key index <= its index, and the key
 is in branch 0 or in its own branch (see masks.visible). Long rows attend block by block
@@ -118,7 +120,8 @@ class Model:
             "cross_mask": self._mask(segments, encoder_segments)}
 
   def score(self, params: Params, batch: Batch) -> Array:
-    """log p(target_ids) per target, float32 [B, M]; masked targets are 0."""
+    """log p(target_ids) per target, float32 [G, T]; masked targets are 0. Logits are
+    computed only at the T target slots."""
     segments, branches, positions = batch["segment_ids"], batch["branch_ids"], batch["positions"]
     mask = self._mask(segments, segments, branches=branches, key_branches=branches, causal=True)
     cross_kv, encoder_segments = None, batch.get("encoder_segment_ids")
@@ -126,8 +129,10 @@ class Model:
       cross_kv = self._cross_kv(params, batch["encoder_tokens"], encoder_segments)
     hidden, _ = self._apply(params, "decode", batch["tokens"], positions, positions, mask,
                             **self._cross_args(segments, cross_kv, encoder_segments))
+    groups = batch["target_index"].shape[0]
+    hidden = hidden.reshape(groups, -1, hidden.shape[-1])  # [G, B/G * L, E]
     hidden = jnp.take_along_axis(hidden, batch["target_index"][..., None], axis=1)
-    logits = self._apply(params, "logits", hidden)  # [B, M, V]
+    logits = self._apply(params, "logits", hidden)  # [G, T, V]
     target = jnp.take_along_axis(logits, batch["target_ids"][..., None], axis=-1)[..., 0]
     log_probs = target - jax.nn.logsumexp(logits, axis=-1)
     return jnp.where(batch["target_mask"] > 0, log_probs, 0.0)

@@ -24,7 +24,8 @@ def _init_tiny(args: argparse.Namespace) -> int:
 def _count_params(entry: family_lib.ModelEntry) -> int:
   """Parameters of a model: from its T5X checkpoint, or from its network's shapes."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import build, load_config  # pylint: disable=g-import-not-at-top
+  from invscale_jax.convert.configs import load_config  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models import build  # pylint: disable=g-import-not-at-top
   if entry.checkpoint_format == "t5x":
     return checkpoints.count_params(entry.checkpoint)
   return build(load_config(entry.gin)).num_params()
