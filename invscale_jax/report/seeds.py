@@ -55,7 +55,8 @@ def _left_out(model: str, found: Mapping[str, curves_lib.Point],
   if lacking:
     return f"{model}: not in {', '.join(lacking)}"
   if len({p.x for p in found.values()}) > 1:
-    return f"{model}: its x differs across seeds ({', '.join(f'{p.x:.3g}' for p in found.values())})"
+    xs = ", ".join(f"{f} {p.x:.3g}" for f, p in found.items())
+    return f"{model}: its x differs across seeds ({xs})"
   return None
 
 
