@@ -117,3 +117,18 @@ def test_bad_seed_fields_are_one_line(tmp_path: pathlib.Path, fields, error) -> 
   with pytest.raises(family_lib.ManifestError) as e:
     family_lib.load(path)
   assert str(e.value) == f"{path}: {error}"
+
+
+@pytest.mark.parametrize("value, error", [
+    ("lab", "seed_group: must be an object with seed_group and seed, got 'lab'"),
+    ({"seed_group": "lab", "seed": -1}, "seed_group: seed: must be an integer >= 0, got -1"),
+])
+def test_bad_seed_group_in_run_json_is_one_line(tmp_path: pathlib.Path, value, error) -> None:
+  rng = np.random.default_rng(2)
+  run_dir = write_run(tmp_path / "results", "tiny-1", "memo-trap", "zero_shot",
+                      class_records("tiny-1", "memo-trap", "zero_shot", 0.5, rng, n=10),
+                      seed_group=value)
+  with pytest.raises(ReportError) as e:
+    commands.make_report([str(tmp_path / "results")], str(tmp_path / "r"),
+                         options=analysis.Options(resamples=100))
+  assert str(e.value) == f"{run_dir / 'run.json'}: {error}"
