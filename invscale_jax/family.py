@@ -11,6 +11,9 @@ A manifest is a JSON file::
 
 `"task_dirs": ["tasks"]` (optional) names directories of your own task declarations
 (`data.declarations`), relative to the manifest's directory like the other paths.
+`"seed_group": "lab", "seed": 0` (optional, both or neither) say the family is training
+seed 0 of a design whose other seeds are families with the same `seed_group` (`invscale
+lab --seeds K` writes them); the report draws their mean over seeds with a band.
 
 Every path may be a `gs://` URL, the manifest's own included (`hf_dir` excepted: torch
 and safetensors read local files). Relative `checkpoint`, `hf_dir` and vocabulary paths
@@ -105,6 +108,8 @@ class Family:
   path: str
   description: str = ""
   task_dirs: tuple[str, ...] = ()  # resolved directories of declared tasks
+  seed_group: str | None = None  # the design this family is one training seed of
+  seed: int | None = None  # its training seed (set exactly when seed_group is)
 
   def get(self, name: str) -> ModelEntry:
     for m in self.models:
@@ -178,6 +183,19 @@ def _encoder_eos(where: str, m: dict[str, Any]) -> bool:
   if not isinstance(value, bool):
     raise ManifestError(f"{where}: encoder_eos: must be true or false, got {value!r}")
   return value
+
+
+def seed_group(where: str, data: dict[str, Any]) -> tuple[str | None, int | None]:
+  """(seed_group, seed) of a manifest (or of run.json's `seed_group` object): both or
+  neither; raises ManifestError naming the field."""
+  if "seed_group" not in data and "seed" not in data:
+    return None, None
+  if "seed_group" not in data or "seed" not in data:
+    raise ManifestError(f"{where}: seed_group and seed: give both or neither")
+  seed = data["seed"]
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ManifestError(f"{where}: seed: must be an integer >= 0, got {seed!r}")
+  return _name(where, data["seed_group"], "seed_group"), seed
 
 
 def load(path: os.PathLike | str) -> Family:
@@ -258,8 +276,9 @@ def load(path: os.PathLike | str) -> Family:
   task_dirs = data.get("task_dirs", [])
   if not isinstance(task_dirs, list):
     raise ManifestError(f"{path}: task_dirs: must be a list of directories, got {task_dirs!r}")
+  group, seed = seed_group(path, data)
   return Family(name=_name(path, data.get("family", default_name(path)), "family"),
-                models=tuple(models), path=str(path),
+                models=tuple(models), path=str(path), seed_group=group, seed=seed,
                 description=str(data.get("description", "")),
                 task_dirs=tuple(_resolve(base, _string(path, d, "task_dirs")) for d in task_dirs))
 

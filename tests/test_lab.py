@@ -134,6 +134,9 @@ def test_the_report_finds_what_was_planted(tmp_path: pathlib.Path, run_cli: RunC
   result = run_cli("score", "--family", manifest, "--tasks", "lab-conflict,lab-rule",
                    "--variants", "zero_shot", "--out", tmp_path / "results", "--quiet")
   assert result.code == 0, result.err
+  infos = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("runs/*/run.json")]
+  assert infos and all(i["seed_group"] == {"seed_group": "lab", "seed": 0}
+                      for i in infos)  # the report's seed group, from the results alone
   result = run_cli("report", tmp_path / "results", "--out", tmp_path / "report")
   assert result.code == 0, result.err
   metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())

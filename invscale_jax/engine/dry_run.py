@@ -48,9 +48,9 @@ def _planned(run: plan_lib.Run, options: plan_lib.ScoringOptions, data_dir: str,
   return Planned(run, len(reqs), len(reqs) - len(left), plan_lib.work_tokens(options, run, left))
 
 
-# run.json fields not compared: the key itself, and the family and manifest entry (the model
-# is matched by name; the entry's compute figures are not part of the key).
-_NOT_COMPARED = ("run_key", "family", "model")
+# run.json fields not compared: the key itself, and the family, its seed group and manifest
+# entry (the model is matched by name; the entry's compute figures are not part of the key).
+_NOT_COMPARED = ("run_key", "family", "model", "seed_group")
 _ABSENT = object()
 
 

@@ -226,6 +226,8 @@ def plan(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
       key = runkey.run_key(parts)
       info = dict(parts, run_key=key, engine_version=runkey.ENGINE_VERSION,
                   family=family.name, model=entry.to_dict())
+      if family.seed_group is not None:  # the report averages a design's seeds
+        info["seed_group"] = {"seed_group": family.seed_group, "seed": family.seed}
       if not spec.prize:
         info["task_source"] = spec.directory
       if spec.name in n_task:

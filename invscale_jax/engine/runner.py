@@ -55,8 +55,8 @@ def _poll_seconds() -> float:
 
 def _key_parts(run: Run) -> dict:
   """What run.json must hold for a directory to be this run: the plan's key parts (the
-  family's name and the model's paths may differ: they are not in the key)."""
-  return {k: v for k, v in run.info.items() if k not in ("family", "model")}
+  family's name, seed group and the model's paths may differ: they are not in the key)."""
+  return {k: v for k, v in run.info.items() if k not in ("family", "model", "seed_group")}
 
 
 def _complete(runs: Sequence[Run], out: str, warn: bool = True) -> list[bool]:

@@ -117,8 +117,8 @@ def manifest(world: World, train: TrainConfig, specs: Sequence[ModelSpec],
                    "n_params": n, "train_tokens": d, "train_flops": 6.0 * n * d,
                    "trained": True, "final_loss": record["final_loss"]})
   w = world.config
-  name = f"lab-seed{train.seed}" if w.seed == 0 else f"lab-w{w.seed}-seed{train.seed}"
-  return {"family": name,
+  group = "lab" if w.seed == 0 else f"lab-w{w.seed}"
+  return {"family": f"{group}-seed{train.seed}", "seed_group": group, "seed": train.seed,
           "description": f"Distractor lab (invscale lab): world seed {w.seed}, training "
                          f"seed {train.seed}; T5X decoder_only models trained on the "
                          f"world's text. C = 6ND with N and D measured.",

@@ -22,6 +22,7 @@ from invscale_jax import family as family_lib
 from invscale_jax.report import coverage
 from invscale_jax.report import curves as curves_lib
 from invscale_jax.report import metrics as metrics_lib
+from invscale_jax.report import seeds as seeds_lib
 from invscale_jax.report import shapes
 from invscale_jax.report.errors import ReportError
 from invscale_jax.report.external import AVERAGE, ExternalPoint
@@ -112,6 +113,7 @@ class Analysis:
   mixed: tuple[MixedModel, ...] = ()  # models with several checkpoints across runs
   identities: dict[tuple[str, str, str, str], str] = dataclasses.field(
       default_factory=dict)  # (family, model, task, variant) -> model identity
+  seed_groups: tuple[seeds_lib.SeedCurve, ...] = ()  # means over the seeds of one design
 
 
 def variant_order(variant: str) -> tuple[int, str]:
@@ -380,6 +382,8 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
     shape = shapes.label(c, options.alpha, options.margin, no_signal.get(key))
     if shape is not None:
       labels[key] = shape
+  seed_curves = seeds_lib.seed_curves(
+      curves, {r.family: (r.seed_group, r.seed) for r in runs if r.seed_group is not None})
   drawn = [p for p in externals if (p.compute if axis == COMPUTE else p.n_params) is not None]
   missing = coverage.missing_runs(runs, manifests)
   missing += coverage.partial_runs(
@@ -399,4 +403,5 @@ def analyse(runs: Sequence[Run], externals: Sequence[ExternalPoint] = (),
                   averages=tuple(averages), externals=tuple(drawn),
                   class_balance=coverage.class_balance(_answers(scored)),
                   missing=tuple(missing), ties=tuple(ties), runs=tuple(notes),
-                  mixed=tuple(_mixed(runs)), identities=identities)
+                  mixed=tuple(_mixed(runs)), identities=identities,
+                  seed_groups=tuple(seed_curves))

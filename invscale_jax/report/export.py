@@ -76,5 +76,6 @@ def metrics_json(a: Analysis, inputs: Sequence[str]) -> str:
       "mixed_checkpoints": [{"family": m.family, "model": m.model, "text": m.text(),
                              "runs": [dict(zip(("identity", "task", "variant"), r))
                                       for r in m.runs]} for m in a.mixed],
+      "seed_groups": [dataclasses.asdict(s) for s in a.seed_groups],
   }
   return json.dumps(_clean(data), indent=1, ensure_ascii=False) + "\n"

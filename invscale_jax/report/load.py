@@ -32,6 +32,8 @@ class Run:
   records: tuple[records_lib.Record, ...]
   caveats: caveats_lib.RunCaveats | None = None  # subset, truncation, dtype, BOS, trained
   identity: str = ""  # the model's checkpoint, network and vocabulary ("": not recorded)
+  seed_group: str | None = None  # the design whose training seed `seed` this family is
+  seed: int | None = None
 
   @property
   def complete(self) -> bool:
@@ -80,6 +82,22 @@ def model_identity(info: Mapping[str, Any]) -> str:
   return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def seed_group(info: Mapping[str, Any], fam: family_lib.Family | None,
+               where: str) -> tuple[str | None, int | None]:
+  """(seed group, seed) of a run: the --family manifest's, else run.json's `seed_group`."""
+  if fam is not None:
+    return fam.seed_group, fam.seed
+  if "seed_group" not in info:
+    return None, None
+  if not isinstance(info["seed_group"], Mapping):
+    raise ReportError(f"{where}: seed_group: must be an object with seed_group and seed, "
+                      f"got {info['seed_group']!r}")
+  try:
+    return family_lib.seed_group(f"{where}: seed_group", dict(info["seed_group"]))
+  except family_lib.ManifestError as e:
+    raise ReportError(str(e)) from None
+
+
 def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
   where = storage.join(run_dir, results_lib.RUN_INFO)
   try:
@@ -111,6 +129,7 @@ def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
       raise ReportError(f"{run_dir}: record of example {r.example_id} is for (run_key, model, "
                         f"task, variant) {got}, run.json says {expected}")
   n_examples = info.get("n_examples")
+  group, seed = seed_group(info, manifests.get(family_name), where)
   caveats = caveats_lib.from_run_info(info)
   if entry.trained is not None:  # the --family manifest's word
     caveats = dataclasses.replace(caveats, trained=entry.trained)
@@ -118,7 +137,7 @@ def _read_run(run_dir: str, manifests: Mapping[str, family_lib.Family]) -> Run:
              run_key=str(info["run_key"]), path=run_dir,
              problem=results_lib.verify_complete(run_dir, info),
              n_expected=n_examples if isinstance(n_examples, int) else None, records=recs,
-             caveats=caveats, identity=model_identity(info))
+             caveats=caveats, identity=model_identity(info), seed_group=group, seed=seed)
 
 
 def _check_model_figures(runs: Sequence[Run]) -> None:
@@ -131,6 +150,23 @@ def _check_model_figures(runs: Sequence[Run]) -> None:
     if len(seen) > 1:
       raise ReportError(f"{fam}/{model}: runs disagree on (n_params, train_tokens, "
                         f"train_flops): {list(seen)}; pass --family MANIFEST to settle them")
+
+
+def _check_seed_groups(runs: Sequence[Run]) -> None:
+  """A family is one seed of at most one group, and a group's families have distinct seeds."""
+  of_family: dict[str, tuple[tuple[str | None, int | None], str]] = {}
+  for run in runs:
+    seen, path = of_family.setdefault(run.family, ((run.seed_group, run.seed), run.path))
+    if seen != (run.seed_group, run.seed):
+      raise ReportError(f"{run.family}: runs disagree on (seed_group, seed): {seen} in {path}, "
+                        f"{(run.seed_group, run.seed)} in {run.path}")
+  by_seed: dict[tuple[str, int], str] = {}
+  for fam, ((group, seed), _) in sorted(of_family.items()):
+    if group is not None:
+      other = by_seed.setdefault((group, seed), fam)
+      if other != fam:
+        raise ReportError(f"seed group {group!r}: families {other!r} and {fam!r} both say "
+                          f"seed {seed}")
 
 
 def load_runs(results_dirs: Sequence[str | pathlib.Path],
@@ -164,4 +200,5 @@ def load_runs(results_dirs: Sequence[str | pathlib.Path],
     raise ReportError(f"{by_family[unused[0]].path}: family {unused[0]!r} has no runs in the "
                       f"results (families there: {sorted({r.family for r in runs.values()})})")
   _check_model_figures(list(runs.values()))
+  _check_seed_groups(list(runs.values()))
   return list(runs.values())

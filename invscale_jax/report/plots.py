@@ -2,7 +2,9 @@
 
 Log-x compute (or parameter) axis, one line per (family, prompt variant) with bootstrap
 error bars, a dashed chance line, each line's shape label written below its panel, and
-external results as dotted lines with open markers.
+external results as dotted lines with open markers. Families that are training seeds of
+one design are drawn thin and light, under their mean over seeds (thick) and its min-max
+band (shaded).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def figure(a: Analysis, metric: str) -> Figure:
   for ax in axes[len(tasks):]:
     fig.delaxes(ax)
   any_marked = any_no_signal = False
+  seeded = {f for s in a.seed_groups for f in s.families}
 
   def no_signal(c) -> bool:
     shape = a.shapes.get((c.family, c.task, c.variant, c.metric))
@@ -121,9 +124,12 @@ def figure(a: Analysis, metric: str) -> Figure:
       err = [[p.value - p.ci_low for p in c.points], [p.ci_high - p.value for p in c.points]]
       dim = no_signal(c)
       any_no_signal |= dim
+      seed = c.family in seeded  # thin and light under the mean over seeds
       ax.errorbar(xs, ys, yerr=err, color=color[c.variant], marker=marker[c.family],
-                  markersize=4, capsize=2, linewidth=1.0 if dim else 1.3,
-                  linestyle="--" if dim else "-", alpha=0.6 if dim else 1.0)
+                  markersize=3 if seed else 4, capsize=0 if seed else 2,
+                  linewidth=0.7 if seed else 1.0 if dim else 1.3,
+                  elinewidth=0.5 if seed else None, linestyle="--" if dim else "-",
+                  alpha=0.35 if seed else 0.6 if dim else 1.0)
       marked = [p for p in c.points if p.marked]
       if marked:
         any_marked = True
@@ -145,6 +151,13 @@ def figure(a: Analysis, metric: str) -> Figure:
           extra.append("off scale")
         notes.append((_plain(f"{who}{c.variant}: {what}"
                              + (f" ({'; '.join(extra)})" if extra else "")), color[c.variant]))
+    for s in a.seed_groups:
+      if s.task == task and s.metric == shown and s.points:
+        xs = [p.x for p in s.points]
+        ax.fill_between(xs, [p.low for p in s.points], [p.high for p in s.points],
+                        color=color[s.variant], alpha=0.15, linewidth=0)
+        ax.plot(xs, [p.mean for p in s.points], color=color[s.variant], linewidth=2.4,
+                zorder=4)
     for fam in families:
       for v in variants:
         pts = sorted(((_x(a, p), p) for p in a.externals
@@ -178,6 +191,11 @@ def figure(a: Analysis, metric: str) -> Figure:
   handles += [Line2D([], [], color="black", marker=marker[f], linestyle="", label=_plain(f))
               for f in families]
   handles.append(Line2D([], [], color="grey", linestyle="--", label="chance"))
+  if seeded:
+    counts = {len(s.families) for s in a.seed_groups}
+    n = f"{counts.pop()} " if len(counts) == 1 else ""
+    handles.append(Line2D([], [], color="black", linewidth=2.4,
+                          label=f"mean over {n}seeds (band: min-max)"))
   if any_marked:
     handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="white",
                           linestyle="", label="subset of examples or truncated prompts"))

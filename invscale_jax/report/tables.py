@@ -167,6 +167,28 @@ def values_section(a: Analysis, metric: str) -> Section:
                               f"{level} interval", "examples", "notes"), tuple(rows)))
 
 
+def seeds_section(a: Analysis, metric: str) -> Section:
+  """The mean over the seeds of each design, per model, with its min-max band."""
+  rows, items = [], []
+  for s in a.seed_groups:
+    if s.metric != metric_for(s.task, metric):
+      continue
+    title = _task_title(s.task, metric, s.metric)
+    for p in s.points:
+      rows.append((s.group, title, s.variant, p.model, _x_value(a, p), fmt(s.metric, p.mean),
+                   f"[{fmt(s.metric, p.low)}, {fmt(s.metric, p.high)}]", str(p.n_seeds)))
+    items += [f"{s.group} {title} {s.variant}: left out {why}" for why in s.left_out]
+  axis = "compute (FLOPs)" if a.axis == COMPUTE else "parameters"
+  return Section(f"Mean over training seeds ({metric})",
+                 text="Families of one `seed_group` are training seeds of one design. Each "
+                 "model's mean over the seeds, and the band from the lowest to the highest "
+                 "seed (drawn as the thick line and shaded band over the thin per-seed "
+                 "lines). Only models present in every seed family at the same x are "
+                 "averaged; shapes stay per family.",
+                 table=Table(("seed group", "task", "variant", "model", axis, "mean",
+                              "band (min-max)", "seeds"), tuple(rows)), items=tuple(items))
+
+
 def caveats_section(a: Analysis) -> Section:
   """Everything a reader must know before trusting a number: subsets, truncated prompts,
   dtypes and BOS conventions, curves without signal, example sets made comparable, and
@@ -267,6 +289,8 @@ def sections(a: Analysis) -> list[Section]:
   out = [caveats_section(a), shape_section(a, a.options.metric),
          variant_section(a, a.options.metric), average_section(a, a.options.metric),
          steps_section(a, a.options.metric), values_section(a, a.options.metric)]
+  if a.seed_groups:
+    out.append(seeds_section(a, a.options.metric))
   out += [shape_section(a, m) for m in labelled]
   out += [unparseable_section(a), ties_section(a), balance_section(a),
           Section("What is missing", text="" if a.missing else "Nothing: every run is complete.",
