@@ -356,6 +356,18 @@ class Lease:
       self._generation = None
 
 
+def drop_stale_lease(directory: str, label: str) -> None:
+  """Removes the LEASE of a complete run whose holder is gone (killed between writing
+  COMPLETE and releasing it), so a finished run holds no lease; a live holder's is kept."""
+  lease = Lease(directory, label)
+  stamp = storage.read_stamped(lease.path)
+  if stamp.data is None:
+    return
+  current = _holder(stamp.data)
+  if current is None or lease._takeable(current):  # pylint: disable=protected-access
+    storage.replace(lease.path, None, stamp.generation)
+
+
 class LeaseKeeper:
   """Renews leases in a background thread while the main thread scores."""
 

@@ -257,7 +257,8 @@ def test_an_orbax_checkpoint_in_a_bucket_scores_as_the_legacy_one(
 def test_kill_9_then_rerun_gives_the_uninterrupted_records(
     bucket_cli: ScoreCli, family_in_bucket, scored_in_bucket: str) -> None:
   out = f"{family_in_bucket.url}/killed"
-  job = bucket_cli.start(out, *TINY_1, "--chunk_size", "2")
+  # One chunk per scoring call, so that the kill lands between chunks of the run.
+  job = bucket_cli.start(out, *TINY_1, "--chunk_size", "2", INVSCALE_GROUP_TOKENS="1")
   deadline = time.monotonic() + 240
   while not any("/chunk-" in n for n in storage.list_files(out)):
     assert job.proc.poll() is None and time.monotonic() < deadline, job.output()
@@ -291,7 +292,8 @@ def test_a_chunk_edited_after_complete_is_rejected_and_scored_again(
   assert result.code == 0, result.err
   assert f"{chunk}: changed after the run was completed; moved to {run_dir}/rejected/" in result.err
   assert [n for n in storage.list_files(run_dir) if n.startswith("rejected/")]
-  assert_same_records(bucket_results(out), bucket_results(scored_in_bucket), atol=0.0)
+  # Examples scored again share batches with others: float32 summation noise.
+  assert_same_records(bucket_results(out), bucket_results(scored_in_bucket), atol=1e-5)
 
 
 def test_three_slices_on_one_bucket_share_the_runs(

@@ -5,9 +5,9 @@ For each (model, task, variant) the run directory `RESULTS/runs/<run_key>/` (see
 and, when every example is there, COMPLETE. A re-run skips complete runs (verified, not
 trusted, and checked to be the plan's run) and the examples already in good chunks,
 whatever chunk size wrote them; a `kill -9` loses at most the chunks in flight:
-consecutive chunks of up to GROUP_TOKENS work tokens in all are scored together (their
-rows share batches, so a run of short examples is not padded once per chunk), then
-written one by one. Only process 0 reads and writes results and holds the runs' leases;
+consecutive chunks of up to GROUP_TOKENS ($INVSCALE_GROUP_TOKENS) work tokens in all are
+scored together (their rows share batches, so a run of short examples is not padded once
+per chunk), then written one by one. Only process 0 reads and writes results and holds the runs' leases;
 what remains to do, and any error it meets, is broadcast, so hosts without a shared file
 system stay in step.
 
@@ -66,6 +66,8 @@ def _complete(runs: Sequence[Run], out: str, warn: bool = True) -> list[bool]:
     for i, run in enumerate(runs):
       problem = results.verify_complete(run.dir(out), expected=_key_parts(run))
       done[i] = problem is None
+      if done[i]:
+        results.drop_stale_lease(run.dir(out), run.label)
       if warn and problem is not None and problem != results.NO_MARKER:
         console.warn(f"{run.label}: marked complete, but {problem}; resuming it")
     return done
@@ -77,9 +79,19 @@ def _complete(runs: Sequence[Run], out: str, warn: bool = True) -> list[bool]:
 GROUP_TOKENS = 65536  # work tokens of the chunks scored together (at least one chunk)
 
 
+def _group_tokens() -> int:
+  """$INVSCALE_GROUP_TOKENS, else GROUP_TOKENS: less is slower, but a kill loses less."""
+  value = os.environ.get("INVSCALE_GROUP_TOKENS", str(GROUP_TOKENS))
+  if not value.isascii() or not value.isdigit() or int(value) < 1:
+    raise ValueError(f"INVSCALE_GROUP_TOKENS: must be a whole number >= 1, got {value!r}")
+  return int(value)
+
+
 def scoring_groups(chunks: Sequence[list[Request]], tokens: Callable[[list[Request]], int],
-                   budget: int = GROUP_TOKENS) -> list[list[list[Request]]]:
-  """Consecutive chunks, in order, grouped while a group's `tokens` stay within `budget`."""
+                   budget: int | None = None) -> list[list[list[Request]]]:
+  """Consecutive chunks, in order, grouped while a group's `tokens` stay within `budget`
+  (default: `_group_tokens()`)."""
+  budget = _group_tokens() if budget is None else budget
   groups: list[list[list[Request]]] = []
   used = 0
   for chunk in chunks:
