@@ -3,7 +3,7 @@ matmul roofline, in one process.
 
 For each model config and each real task file present in the data dir (zero-shot):
 - engine: prefix-shared, packed, length-bucketed scoring (`Scorer`), blockwise attention
-  on long rows (`attention.AUTO`); with `--dense` also the engine with dense attention
+  on long rows (`attention.for_platform`); with `--dense` also the engine with dense attention
   everywhere (`attention.DENSE`), timed in turns with it;
 - baseline: what T5X's score mode does: one row per class, every row padded to one fixed
   length (the task's longest row rounded up to a power of two, which favours the
@@ -43,6 +43,7 @@ from invscale_jax import family, models
 from invscale_jax.data import datadir
 from invscale_jax.engine import packing, partitioning, reference, requests
 from invscale_jax.engine.scorer import Scorer
+from invscale_jax.engine.plan import ScoringOptions
 from invscale_jax.models import attention
 
 CONFIGS = {"tiny-4": "models/tiny/tiny_4.gin", "100m": "models/bench/100m.gin",
@@ -146,7 +147,7 @@ def main() -> None:
   parser.add_argument("--examples", type=int, default=0,
                       help="examples per task (0: all for tiny-4, 16 for larger models)")
   parser.add_argument("--max_length", type=int, default=2048)
-  parser.add_argument("--tokens_per_batch", type=int, default=8192)
+  parser.add_argument("--tokens_per_batch", type=int, default=ScoringOptions.tokens_per_batch)
   parser.add_argument("--repeats", type=int, default=3, help="timed engine runs (median)")
   parser.add_argument("--dense", action="store_true",
                       help="also time the engine with dense attention everywhere")
@@ -158,7 +159,8 @@ def main() -> None:
   options = seqio_tasks.tasks.PromptOptions(seed=0, max_length=args.max_length)
   for config_name in args.configs.split(","):
     model = models.build(models.load_config(family.GIN_DIR / CONFIGS[config_name],
-                                            ["ModelConfig.dtype = 'float32'"]))
+                                            ["ModelConfig.dtype = 'float32'"]),
+                         attention.for_platform(jax.default_backend()))
     params = model.init(jax.random.PRNGKey(0))
     limit = args.examples or (None if config_name == "tiny-4" else 16)
     bos_id = family.DEFAULT_BOS[model.architecture]

@@ -12,6 +12,7 @@ from invscale_jax import checkpoints, models
 from invscale_jax.convert import configs
 from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import partitioning
+from invscale_jax.models import attention
 from invscale_jax.family import ModelEntry
 
 
@@ -52,7 +53,7 @@ def load_model(entry: ModelEntry, dtype: str, mesh: Mesh) -> LoadedModel:
   if config.architecture != entry.architecture:
     raise ValueError(f"{entry.gin}: architecture {config.architecture!r} differs from the "
                      f"manifest's {entry.architecture!r} for model {entry.name}")
-  model = models.build(config)
+  model = models.build(config, attention.for_platform(mesh.devices.flat[0].platform))
   vocabulary = tokenizer_lib.from_spec(entry.vocabulary)
   if vocabulary.vocab_size > config.vocab_size:
     raise ValueError(f"model {entry.name}: vocabulary has {vocabulary.vocab_size} ids but "

@@ -13,7 +13,7 @@ the last prompt token. Several requests share a row when they fit (`segment_ids`
 Encoder-decoder: the prompt goes to the encoder once; each class is a decoder branch
 `[DECODER_START] + c[:-1]` with positions from 0. One request per row.
 
-Rows are as long as their first (longest) request needs, rounded by `fine_bucket` (four
+Rows are as long as their first (longest) request needs, rounded by `fine_bucket` (eight
 sizes per power of two), and at least PACK_WIDTH when packing, so short prompts fill rows
 rather than pad them. The rows of one length are dealt out evenly to batches of one shape
 (rows and target slots), so the number of compilations stays small. Target slots are
@@ -63,11 +63,12 @@ def bucket(n: int, minimum: int = MIN_BUCKET) -> int:
   return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
 
-def fine_bucket(n: int, minimum: int = 1) -> int:
-  """n rounded up to four steps per power of two (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14,
-  16, 20, ..., 512, 640, 768, 896, 1024, ...): at most 25% padding, few distinct sizes."""
+def fine_bucket(n: int, minimum: int = 1, per_octave: int = 4) -> int:
+  """n rounded up to `per_octave` (a power of two) steps per power of two; with 4: 1, 2,
+  3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ..., 512, 640, 768, 896, 1024, ... (at most 25%
+  padding, few distinct sizes); with 8: ..., 512, 576, 640, ..., 960, 1024, 1152, ..."""
   n = max(int(n), minimum, 1)
-  step = 1 << max(0, (n - 1).bit_length() - 3)
+  step = 1 << max(0, (n - 1).bit_length() - per_octave.bit_length())
   return -(-n // step) * step
 
 
@@ -89,9 +90,12 @@ def batch_rows(n: int, per_batch: int, row_multiple: int) -> int:
 
 
 def row_length(need: int) -> int:
-  """Length of a row whose first (longest) request needs `need` tokens: a `fine_bucket`
-  (a multiple of 128 from 512 on, as blockwise attention's blocks), at least MIN_BUCKET."""
-  return fine_bucket(need, MIN_BUCKET)
+  """Length of a row whose first (longest) request needs `need` tokens: a `fine_bucket` of
+  eight steps per power of two (at most 12.5% padding; a multiple of 64 from 512 on, as
+  blockwise attention's blocks), at least MIN_BUCKET. Measured on hindsight-neglect's
+  647-token rows (Pythia-70M shape, 2 cores): 704-token rows score 1.14x faster than
+  768-token ones."""
+  return fine_bucket(need, MIN_BUCKET, per_octave=8)
 
 
 def decoder_length(r: Request) -> int:

@@ -41,7 +41,7 @@ def scoring_step(model_type: type, config: Any, attention: Any, sharding: Any) -
 class Scorer:
   """Scores requests with one model's parameters on a mesh."""
 
-  def __init__(self, model: Any, params: Any, mesh: Mesh, tokens_per_batch: int = 8192,
+  def __init__(self, model: Any, params: Any, mesh: Mesh, tokens_per_batch: int = 4096,
                pack: bool = True):
     """`tokens_per_batch` 0: as many rows as fit in device memory (`BatchSizer`)."""
     self.model = model

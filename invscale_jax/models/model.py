@@ -186,6 +186,6 @@ class Model:
     return self._apply(params, "logits", hidden[:, 0]), cache
 
 
-def build(config: ModelConfig) -> Model:
-  """The `Model` of `config`."""
-  return Model(config)
+def build(config: ModelConfig, attention: Policy | None = None) -> Model:
+  """The `Model` of `config` (attention: when to go blockwise; None: attention.AUTO)."""
+  return Model(config, attention)
