@@ -22,6 +22,13 @@ attention of each token over the keys it sees (4 x heads x head_dim per key and 
 QK and AV, causal within its own example and branch); logits only at target tokens
 (2 x vocab x width). Padding, masked-out attention and skipped work count for nothing.
 
+What bounds the engine: the same batches' matmuls alone (every layer's kernels at the
+batch's rows x length, padding included, and the logits at its target slots), timed as
+one program per batch shape. Printed: their share of the engine's time, their rate as a
+share of the peak (XLA's CPU matmuls at the model's 512-2048 widths reach less than the
+2048-wide peak), and the rest of the engine's time (attention, norms, activations,
+gathers), which the matmul rate does not cover.
+
   python benchmarks/score_throughput.py --data_dir ../shared/data/inverse_scaling
 """
 
@@ -91,6 +98,36 @@ def essential_flops(model, reqs: list[requests.Request]) -> float:
   return 2 * matmul * tokens + attention_flops + 2 * cfg.vocab_size * width * targets
 
 
+def matmul_bound(model, params, reqs: list[requests.Request], tokens_per_batch: int
+                 ) -> tuple[float, float]:
+  """(seconds, FLOPs) of the engine's batches' matmuls alone: each layer's kernels (as
+  [in, out] matrices) applied to rows x length tokens, and the logits at the target
+  slots, one jitted program per batch shape, timed once after a warm-up."""
+  decoder = params["decoder"]
+  kernels = [leaf.reshape(leaf.shape[0], -1)
+             for path, leaf in jax.tree_util.tree_leaves_with_path(decoder)
+             if path[-1].key == "kernel" and path[0].key != "logits_dense"]
+  logits = (decoder["logits_dense"]["kernel"] if "logits_dense" in decoder
+            else decoder["token_embedder"]["embedding"].T)
+
+  @jax.jit
+  def products(xs: dict[int, jax.Array], hidden: jax.Array) -> list[jax.Array]:
+    return [xs[k.shape[0]] @ k for k in kernels] + [hidden @ logits]
+
+  shapes: dict[tuple[int, int], int] = {}
+  for b in packing.make_batches(reqs, model.architecture, tokens_per_batch):
+    shape = (b.arrays["tokens"].size, b.arrays["target_ids"].size)
+    shapes[shape] = shapes.get(shape, 0) + 1
+  seconds = flops = 0.0
+  for (tokens, targets), count in shapes.items():
+    xs = {n: jnp.ones((tokens, n), jnp.float32) for n in {k.shape[0] for k in kernels}}
+    hidden = jnp.ones((targets, logits.shape[0]), jnp.float32)
+    jax.block_until_ready(products(xs, hidden))
+    seconds += count * timed(lambda: jax.block_until_ready(products(xs, hidden)))[0]
+    flops += count * 2 * (tokens * sum(k.size for k in kernels) + targets * logits.size)
+  return seconds, flops
+
+
 def row_lengths(reqs: list[requests.Request]) -> list[int]:
   """Tokens of each (example, class) row: the prefix (BOS included) and the class."""
   return [len(r.prefix) + len(b.context) + len(b.target) for r in reqs for b in r.branches]
@@ -129,13 +166,18 @@ def bench(name: str, model, params, reqs: list[requests.Request], tokens_per_bat
   base_s, want = timed(baseline)
   worst = max(max_diff(got, want) for got in results.values())
   peak, flops = statistics.median(peaks), essential_flops(model, reqs)
+  matmul_s, matmul_flops = matmul_bound(model, params, reqs, tokens_per_batch)
   line = f"{name:28s} rows {rows:4d} | baseline {tokens / base_s:7.0f} tok/s"
   for k, s in seconds.items():
     t = statistics.median(s)
     line += (f" | {k} {tokens / t:7.0f} tok/s {base_s / t:5.2f}x {flops / t / 1e9:6.1f} GFLOP/s"
              f" = {flops / t / peak:4.0%} of peak")
+  engine_s = statistics.median(seconds["engine"])
   print(f"{line} | peak {peak / 1e9:.0f} GFLOP/s (range {min(peaks) / 1e9:.0f}-"
-        f"{max(peaks) / 1e9:.0f}) | max |diff| {worst:.1e}", flush=True)
+        f"{max(peaks) / 1e9:.0f}) | max |diff| {worst:.1e}\n{'':28s} bound: its matmuls "
+        f"alone take {matmul_s:.2f} s of its {engine_s:.2f} s ({matmul_s / engine_s:.0%}), at "
+        f"{matmul_flops / matmul_s / peak:.0%} of peak; attention, norms, activations and "
+        f"gathers take the other {max(0.0, engine_s - matmul_s):.2f} s", flush=True)
 
 
 def main() -> None:
