@@ -42,3 +42,18 @@ def test_essential_flops_refuses_encoder_decoder(small_model):
   model, _ = small_model("encoder_decoder")
   with pytest.raises(ValueError, match="decoder-only"):
     bench.essential_flops(model, [])
+
+
+def test_matmul_bound_counts_no_more_than_the_engine_computes(small_model, shared_data):
+  """The "bound" line times the engine's own batches' matmuls: their FLOPs are part of
+  what XLA counts for the engine's programs (so the bound is never inflated), and most
+  of it on these rows."""
+  model, params = small_model("decoder_only")
+  vocabulary = seqio.ByteVocabulary()
+  options = seqio_tasks.tasks.PromptOptions(seed=0, max_length=512)
+  task = seqio_tasks.build_task("memo-trap", "zero_shot", vocabulary, options, str(shared_data))
+  reqs = requests.from_task(task, vocabulary, max_length=512, bos_id=0)[:32]
+  seconds, flops = bench.matmul_bound(model, params, reqs, tokens_per_batch=1024)
+  computed = xla_flops(model, params, reqs, tokens_per_batch=1024)
+  assert seconds > 0
+  assert 0.3 * computed < flops <= computed, (flops, computed)
