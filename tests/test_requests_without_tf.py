@@ -115,3 +115,17 @@ def test_request_cache_reuses_and_misses_on_any_change(tmp_path: pathlib.Path,
   monkeypatch.setattr(request_cache, "_MEMORY", {})
   assert as_tuples(request_cache.cached(parts, build)) == as_tuples(first)  # rebuilt
   assert len(built) == 9
+
+
+def test_seeds_and_task_directories_share_requests() -> None:
+  """Runs of a lab design's seeds, or of one task in two directories, make the same
+  requests: their cache key is the same; the task's data is not."""
+  info = {"model": {"name": "lab-1"}, "checkpoint": "c0", "network": "n", "run_key": "k0",
+          "family": "lab-seed0", "seed_group": {"seed_group": "lab", "seed": 0},
+          "task_source": "/a", "task": "lab-memo", "data_sha256": "a" * 64,
+          "variant": "zero_shot", "vocabulary": "v", "bos_id": 0, "max_length": 512}
+  other = dict(info, model={"name": "lab-2"}, checkpoint="c1", run_key="k1", family="lab-seed1",
+               seed_group={"seed_group": "lab", "seed": 1}, task_source="/b")
+  key = lambda i: request_cache.key(request_cache.request_parts(i))
+  assert key(other) == key(info)
+  assert key(dict(info, data_sha256="b" * 64)) != key(info)

@@ -290,7 +290,7 @@ def requests_for(run: Run, tokenizer: "Tokenizer", options: ScoringOptions, data
   o = options
   prompt = task_rows.PromptOptions(o.seed, run.max_length,
                                    o.generation_length if generates(o, run) else 0)
-  parts = {k: v for k, v in run.info.items() if k not in request_cache.MODEL_PARTS}
+  parts = request_cache.request_parts(run.info)
   parts.update(options={k: v for k, v in o.key_parts(run.variant).items() if k != "dtype"},
                prompt=dataclasses.asdict(prompt))
 

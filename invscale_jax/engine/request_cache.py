@@ -5,7 +5,7 @@ The key is a hash of everything requests are made of: the task's data (its sha25
 variant, the vocabulary's identity (`vocab_spec.identity`: the tokenizer file's content),
 the BOS token, max_length, the prompt options (seed, tokenization, generation room, limit)
 and anything else in the run's key parts that is not the model's own (checkpoint,
-network), plus `VERSION`; a changed input is a different key, so always a miss. Entries
+network) or bookkeeping (family, seed group, task directory), plus `VERSION`; a changed input is a different key, so always a miss. Entries
 live in memory for the process and as JSON files in `<invscale cache dir>/requests/`; an
 unreadable file is rebuilt.
 """
@@ -23,10 +23,17 @@ from invscale_jax import storage
 from invscale_jax.engine.requests import Branch, Request
 
 VERSION = 1  # of the requests' construction: bump when the same inputs give other requests
-# Run key parts that identify the model, not its requests.
-MODEL_PARTS = ("model", "checkpoint", "network", "run_key", "family")
+# run.json fields that identify the model or where a run belongs, not its requests: the
+# seeds of a lab design, or two directories holding the same task, share their requests.
+NOT_REQUEST_PARTS = ("model", "checkpoint", "network", "run_key", "family", "seed_group",
+                     "task_source")
 
 _MEMORY: dict[str, list[Request]] = {}
+
+
+def request_parts(info: dict[str, Any]) -> dict[str, Any]:
+  """The fields of a run's info that its requests are made of."""
+  return {k: v for k, v in info.items() if k not in NOT_REQUEST_PARTS}
 
 
 def key(parts: dict[str, Any]) -> str:
