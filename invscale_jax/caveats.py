@@ -31,7 +31,7 @@ class RunCaveats:
   dtype: str | None  # activation dtype ("float32" or "bfloat16")
   bos_id: int | None
   has_bos: bool  # run.json says what precedes prompts (older runs: unknown)
-  eos: tuple[tuple[str, Any], ...] = ()  # EOS conventions run.json names, (field, value)
+  encoder_eos: bool | None = None  # encoder-decoder runs: EOS after the encoder input
   trained: bool | None = None  # False: the model's weights are random
 
   @property
@@ -68,15 +68,15 @@ def from_run_info(info: Mapping[str, Any]) -> RunCaveats:
   options = info.get("options") if isinstance(info.get("options"), dict) else {}
   model = info.get("model") if isinstance(info.get("model"), dict) else {}
   dtype = options.get("dtype")
-  eos = tuple(sorted((k, v) for k, v in info.items() if "eos" in k.lower()
-                     and isinstance(v, (int, str, type(None)))))
+  encoder_eos = info.get("encoder_eos")
   trained = model.get("trained")
   return RunCaveats(
       n_examples=_int(info.get("n_examples")), n_task=_n_task(info),
       limit=_int(options.get("limit")) or 0, n_truncated=_int(info.get("n_truncated")) or 0,
       n_demos_dropped=_int(info.get("n_demos_dropped")) or 0,
       max_length=_int(info.get("max_length")), dtype=dtype if isinstance(dtype, str) else None,
-      bos_id=_int(info.get("bos_id")), has_bos="bos_id" in info, eos=eos,
+      bos_id=_int(info.get("bos_id")), has_bos="bos_id" in info,
+      encoder_eos=encoder_eos if isinstance(encoder_eos, bool) else None,
       trained=trained if isinstance(trained, bool) else None)
 
 
@@ -121,5 +121,6 @@ def setup(c: RunCaveats) -> str:
   """dtype and prompt conventions, e.g. "fp32, BOS 0" or "bf16, no BOS"."""
   parts = [_DTYPES.get(c.dtype, c.dtype or "dtype ?")]
   parts.append("BOS ?" if not c.has_bos else "no BOS" if c.bos_id is None else f"BOS {c.bos_id}")
-  parts += [f"{k} {'none' if v is None else v}" for k, v in c.eos]
+  if c.encoder_eos is not None:
+    parts.append("encoder EOS" if c.encoder_eos else "no encoder EOS")
   return ", ".join(parts)

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from conftest import SMALL_ROWS, RunCli
-from invscale_jax import catalog, family, overview, records
+from invscale_jax import catalog, caveats, family, overview, records
 from invscale_jax.report import analysis, commands, intervals, load, metrics, plots, shapes
 from invscale_jax.report.errors import ReportError
 from test_report_end_to_end import class_records, write_run
@@ -253,3 +253,14 @@ def test_models_without_a_common_example_are_refused_in_one_line(tmp_path):
     commands.make_report([str(tmp_path / "results")], str(tmp_path / "report"),
                          options=OPTIONS)
   assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("info,want", [
+    ({"options": {"dtype": "float32"}, "bos_id": None}, "fp32, no BOS"),
+    ({"options": {"dtype": "bfloat16"}, "bos_id": 0, "encoder_eos": True}, "bf16, BOS 0, encoder EOS"),
+    ({"options": {"dtype": "float32"}, "bos_id": None, "encoder_eos": False},
+     "fp32, no BOS, no encoder EOS"),
+    ({"options": {"dtype": "float32"}, "eos_note": "x"}, "fp32, BOS ?"),  # other fields: not read
+])
+def test_setup_names_dtype_bos_and_encoder_eos(info, want):
+  assert caveats.setup(caveats.from_run_info(info)) == want
