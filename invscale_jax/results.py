@@ -296,7 +296,9 @@ class Lease:
   def _body(self) -> bytes:
     return json.dumps(dict(self.holder, expires=time.time() + _lease_seconds())).encode()
 
-  def _takeable(self, current: dict[str, Any]) -> bool:
+  def takeable(self, current: dict[str, Any]) -> bool:
+    """Whether the stored lease `current` may be taken: expired, or left by a dead
+    process of this host."""
     if current["expires"] < time.time():
       return True
     same_host = (current["host"] == self.holder["host"]
@@ -320,7 +322,7 @@ class Lease:
           return
         continue
       current = _holder(stamp.data)
-      if current is not None and not self._takeable(current):
+      if current is not None and not self.takeable(current):
         raise self.busy(current)
       self._generation = storage.replace(self.path, self._body(), stamp.generation)
       if self._generation is not None:
@@ -364,7 +366,7 @@ def drop_stale_lease(directory: str, label: str) -> None:
   if stamp.data is None:
     return
   current = _holder(stamp.data)
-  if current is None or lease._takeable(current):  # pylint: disable=protected-access
+  if current is None or lease.takeable(current):
     storage.replace(lease.path, None, stamp.generation)
 
 
