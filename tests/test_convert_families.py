@@ -18,7 +18,8 @@ import hf_tiny
 from invscale_jax import checkpoints, family
 from invscale_jax import vocab as vocab_lib
 from invscale_jax.convert import hf, hf_dir, hf_llama
-from invscale_jax.models import build, load_config
+from invscale_jax.models.model import build
+from invscale_jax.models.config import load_config
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import transformers
 import hf_tiny
 from invscale_jax import checkpoints
 from invscale_jax.convert import hf, hf_gpt_neox, hf_t5
-from invscale_jax.models import build, load_config
+from invscale_jax.models.model import build
+from invscale_jax.models.config import load_config
 
 VOCAB = 512
 

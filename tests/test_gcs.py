@@ -24,7 +24,8 @@ import pytest
 from conftest import (T5X_CONFIG_GIN, RunCli, ScoreCli, assert_same_records, bucket_results,
                       read_results, select, upload, without_run_keys)
 from invscale_jax import family, results, storage, vocab, vocab_spec
-from invscale_jax.checkpoints import count_params, layout, legacy, read_checkpoint, write_checkpoint
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoints import count_params, legacy, read_checkpoint, write_checkpoint
 from invscale_jax.models import load_config, t5x_gin
 from invscale_jax.report import output
 

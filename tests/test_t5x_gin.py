@@ -102,7 +102,7 @@ def test_size_file_including_its_base_file(tmp_path: pathlib.Path) -> None:
   config = load_config(small, ["ModelConfig.dtype = 'float32'"])
   assert t5x_gin.is_t5x_gin(small) and config.dtype == "float32"
   assert config.num_decoder_layers == 8 and not config.logits_via_embedding
-  from invscale_jax.models import build  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import build  # pylint: disable=g-import-not-at-top
   assert build(config).num_params() == 76_961_152  # T5 v1.1 Small
 
 

@@ -25,7 +25,7 @@ def _count_params(entry: family_lib.ModelEntry) -> int:
   """Parameters of a model: from its T5X checkpoint, or from its network's shapes."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from invscale_jax.convert.configs import load_config  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import build  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import build  # pylint: disable=g-import-not-at-top
   if entry.checkpoint_format == "t5x":
     return checkpoints.count_params(entry.checkpoint)
   return build(load_config(entry.gin)).num_params()
@@ -79,9 +79,9 @@ def _from_hf(args: argparse.Namespace) -> int:
 
 def _from_t5x(args: argparse.Namespace) -> int:
   from invscale_jax import vocab_spec  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
+  from invscale_jax.convert import from_t5x  # pylint: disable=g-import-not-at-top
   numbers = lambda text: [float(x) for x in text.split(",")] if text else None
-  path = t5x_dir.write_manifest(
+  path = from_t5x.write_manifest(
       args.out, args.sources, names=args.name.split(",") if args.name else None,
       checkpoints=args.checkpoint, step=args.step,
       vocabulary=vocab_spec.spec_of(args.vocabulary) if args.vocabulary else None,

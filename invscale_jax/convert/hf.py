@@ -19,7 +19,7 @@ import numpy as np
 
 from invscale_jax import checks, storage
 from invscale_jax.convert import hf_tokenizer
-from invscale_jax.models import ModelConfig, to_gin
+from invscale_jax.models.config import ModelConfig, to_gin
 
 Path = tuple[str, ...]  # T5X parameter name, e.g. ("decoder", "layers_0", "mlp", "wi", "kernel")
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -182,7 +182,7 @@ def checked(params: Iterable[tuple[Path, np.ndarray]],
   """Passes params through, failing on an unknown, duplicate, misshapen or missing one."""
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import Model  # pylint: disable=g-import-not-at-top
 
   shapes = traverse_util.flatten_dict(Model(config).param_shapes())
   expected = {path: s.shape for path, s in shapes.items()}
@@ -297,7 +297,7 @@ def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelC
   `manifest.json`, a one-model family whose entry (with the tokenizer's `bos_id`) can be
   copied into a larger manifest; returns the checkpoint path."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import Model  # pylint: disable=g-import-not-at-top
 
   out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
   created = not out.exists()

@@ -15,7 +15,7 @@ import pathlib
 from typing import Any
 
 from invscale_jax.convert import hf, hf_gpt2, hf_gpt_neox, hf_llama, hf_opt, hf_t5
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 # config.json `model_type` -> the converter of its architecture.
 CONVERTERS: dict[str, hf.Converter] = {
@@ -43,7 +43,7 @@ def manifest_entry(src_dir: str | os.PathLike, manifest_dir: str | os.PathLike,
   """A manifest entry scoring `src_dir` directly. The tokenizer transformers uses is
   written beside the manifest as `<name>.tokenizer.json` (T5: `<name>.spiece.model`),
   with its BOS convention in the entry; the weights stay where they are."""
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import Model  # pylint: disable=g-import-not-at-top
 
   src = pathlib.Path(src_dir).expanduser().resolve()
   config = model_config(src)

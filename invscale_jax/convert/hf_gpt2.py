@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _STACK = r"(?:transformer\.)?"
 _LAYER = _STACK + r"h\.(\d+)\."

@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _LAYER = r"gpt_neox\.layers\.(\d+)\."
 _OUT = "decoder/layers_{0}/"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pathlib
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 _LAYER = r"model\.layers\.(\d+)\."

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pathlib
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _ATTENTION = {"q": "query", "k": "key", "v": "value", "o": "out"}
 _ENC = r"encoder\.block\.(\d+)\.layer\."
