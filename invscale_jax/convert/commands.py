@@ -47,7 +47,7 @@ def _show(args: argparse.Namespace) -> int:
 def _from_hf(args: argparse.Namespace) -> int:
   """Writes a manifest scoring Hugging Face directories in place (and their tokenizers
   beside it); written in a temporary directory first, so a failure leaves nothing."""
-  from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
+  from invscale_jax.convert import hf_weights  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out)
   if out.exists():
     raise ValueError(f"{out}: exists; choose another --out")
@@ -60,7 +60,7 @@ def _from_hf(args: argparse.Namespace) -> int:
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
-    entries = [hf_dir.manifest_entry(src, tmp, name) for src, name in zip(sources, names)]
+    entries = [hf_weights.manifest_entry(src, tmp, name) for src, name in zip(sources, names)]
     for entry, given in zip(entries, args.dirs):
       if hf_cache.is_name(given):  # the name, not this cache's snapshot path
         entry["hf_dir"] = given
@@ -93,8 +93,9 @@ def _from_t5x(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
   import importlib  # pylint: disable=g-import-not-at-top
-  converter = importlib.import_module(f"invscale_jax.convert.{args.converter}")
-  path = converter.convert(args.src, args.out, step=args.step)
+  from invscale_jax.convert import hf_weights  # pylint: disable=g-import-not-at-top
+  converter = importlib.import_module(f"invscale_jax.convert.{args.converter}").CONVERTER
+  path = hf_weights.convert(converter, args.src, args.out, step=args.step)
   print(f"wrote {path} and {args.out}/manifest.json (add train_tokens / train_flops there)")
   return 0
 

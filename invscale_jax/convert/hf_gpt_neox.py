@@ -82,5 +82,3 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
 
 
 CONVERTER = hf.Converter(("gpt_neox",), config_from_hf, _rules)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

@@ -62,5 +62,3 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
 
 
 CONVERTER = hf.Converter(("opt",), config_from_hf, _rules, _ATTENTION)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

@@ -89,5 +89,3 @@ def _rules_of(config: ModelConfig, src_dir: pathlib.Path) -> list[hf.Rule]:
 
 
 CONVERTER = hf.Converter(("t5",), config_from_hf, _rules_of, _ATTENTION)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

@@ -9,7 +9,7 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from invscale_jax import checkpoints
-from invscale_jax.convert import configs, hf_dir
+from invscale_jax.convert import configs, hf_dir, hf_weights
 from invscale_jax import tokenizer as tokenizer_lib
 from invscale_jax.engine import partitioning
 from invscale_jax.models import attention
@@ -31,8 +31,9 @@ def _hf_params(entry: ModelEntry, model: Model, shardings: dict) -> dict:
   them, one tensor at a time, each put on its devices as it comes (every host reads the
   tensors and builds its own shards)."""
   places = traverse_util.flatten_dict(shardings)
-  converted = hf_dir.converter(entry.checkpoint).convert_params(entry.checkpoint, model.config)
-  try:  # checked against the network of the entry's config as they come (hf.checked)
+  converted = hf_weights.convert_params(hf_dir.converter(entry.checkpoint), entry.checkpoint,
+                                         model.config)
+  try:  # checked against the network of the entry's config as they come (hf_weights.checked)
     params = {path: partitioning.to_global(x, places[path]) for path, x in converted}
   except ValueError as e:
     raise ValueError(f"{entry.checkpoint}: {e} (network of {entry.gin})") from None
