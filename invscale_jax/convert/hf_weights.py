@@ -54,11 +54,11 @@ def convert_tensors(src_dir: str | os.PathLike, config: ModelConfig, rules: Iter
 
 
 def convert_params(converter: hf.Converter, src_dir: str | os.PathLike,
-                 config: ModelConfig | None = None) -> Iterator[tuple[hf.hf.Path, np.ndarray]]:
+                 config: ModelConfig | None = None) -> Iterator[tuple[hf.Path, np.ndarray]]:
   """(T5X name, float32 array) of every parameter, converted one HF tensor at a time
   and checked against the model of `config` (default: the directory's config)."""
   config = config or converter.config(src_dir)
-  return convert_tensors(src_dir, config, converter.rules(config, pathlib.hf.Path(src_dir)),
+  return convert_tensors(src_dir, config, converter.rules(config, pathlib.Path(src_dir)),
                          converter.aliases)
 
 def convert(converter: hf.Converter, src_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -79,7 +79,7 @@ def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelC
   `checkpoint_<step>` (float32, streamed one tensor at a time), `model.gin` and
   `manifest.json`, a one-model family whose entry (with the tokenizer's `bos_id`) can be
   copied into a larger manifest; returns the checkpoint path."""
-  out, src = pathlib.hf.Path(out_dir), pathlib.hf.Path(src_dir)
+  out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
   created = not out.exists()
   out.mkdir(parents=True, exist_ok=True)
   try:  # a weight file found malformed midway leaves nothing behind
