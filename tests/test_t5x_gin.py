@@ -15,7 +15,8 @@ import textwrap
 import pytest
 
 from conftest import T5X_CONFIG_GIN
-from invscale_jax.models import load_config, t5x_gin
+from invscale_jax.models import t5x_gin
+from invscale_jax.models.config import load_config
 
 T5_BASE = """\
 # An encoder-decoder base file, in the form of t5x/examples/t5/t5_1_1/base.gin.

@@ -13,7 +13,7 @@ from invscale_jax.models import config as config_lib
 
 
 def load_config(path: str | os.PathLike, bindings: Sequence[str] = ()) -> config_lib.ModelConfig:
-  """`models.load_config` of a gin file; for a `config.json`, its converter's config; then
+  """`models.config.load_config` of a gin file; for a `config.json`, its converter's config; then
   the extra `bindings` lines."""
   path = os.fspath(path)
   if storage.basename(path) != "config.json":

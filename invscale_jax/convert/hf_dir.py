@@ -1,7 +1,7 @@
 """Scoring a Hugging Face model directory directly, with no T5X copy on disk.
 
 A manifest entry with `"hf_dir": DIR` (family.py) is loaded from DIR: its config from
-config.json (`model_config`, which `models.load_config` calls for a config.json path),
+config.json (`model_config`, which `convert.configs.load_config` reads for a config.json path),
 its parameters streamed one tensor at a time through the same mapping the converter
 uses (`hf_weights.convert_params`), each placed on its devices as it comes. The run
 key hashes every file of DIR (config, tokenizer, weights) as it does a T5X checkpoint.
