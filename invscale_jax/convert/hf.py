@@ -128,8 +128,8 @@ def _stored(path: pathlib.Path) -> Iterator[tuple[str, Callable[[], Any]]]:
   """(name, loader of the torch tensor) of every tensor in one weight file; nothing is read
   before a loader is called (safetensors reads on demand, .bin files are memory-mapped).
   A malformed file raises WeightFileError, when it is opened or when a tensor is loaded."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top  (hf extra: optional)
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top  (hf extra: optional)
 
   if path.suffix == ".safetensors":
     with _guarded(path, lambda: safe_open(path, framework="pt"))() as f:
