@@ -31,6 +31,7 @@ setuptools.setup(
         "sentencepiece",
         "tokenizers",
         "tqdm",
+        "psutil",  # free host memory (engine/batch_sizer.py)
     ],
     extras_require={
         # The tests compare against transformers (tests/hf_tiny.py); the demo needs none of it.

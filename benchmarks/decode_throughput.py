@@ -22,7 +22,9 @@ import numpy as np
 import seqio
 
 import seqio_tasks
-from invscale_jax import family, models
+from invscale_jax import family
+from invscale_jax.models.config import load_config
+from invscale_jax.models.model import build
 from invscale_jax.engine import generate, packing, partitioning, requests
 
 
@@ -56,7 +58,7 @@ def main() -> None:
   parser.add_argument("--prompts", type=int, default=16)
   parser.add_argument("--max_new_tokens", type=int, default=64)
   args = parser.parse_args()
-  model = models.build(models.load_config(family.GIN_DIR / args.config,
+  model = build(load_config(family.GIN_DIR / args.config,
                                           ["ModelConfig.dtype = 'float32'"]))
   params = model.init(jax.random.PRNGKey(0))
   vocabulary = seqio.ByteVocabulary()

@@ -46,7 +46,9 @@ import numpy as np
 import seqio
 
 import seqio_tasks
-from invscale_jax import family, models
+from invscale_jax import family
+from invscale_jax.models.config import load_config
+from invscale_jax.models.model import Model, build
 from invscale_jax.data import datadir
 from invscale_jax.engine import packing, partitioning, reference, requests
 from invscale_jax.engine.scorer import Scorer
@@ -150,7 +152,7 @@ def bench(name: str, model, params, reqs: list[requests.Request], tokens_per_bat
   mesh = partitioning.make_mesh()
   engines = {"engine": Scorer(model, params, mesh, tokens_per_batch)}
   if dense:
-    dense_model = models.Model(model.config, attention=attention.DENSE)
+    dense_model = Model(model.config, attention=attention.DENSE)
     engines["dense"] = Scorer(dense_model, params, mesh, tokens_per_batch)
   results = {k: e.score(reqs) for k, e in engines.items()}  # warm-up: compile every shape
   seconds: dict[str, list[float]] = {k: [] for k in engines}
@@ -200,7 +202,7 @@ def main() -> None:
   vocabulary = seqio.ByteVocabulary()
   options = seqio_tasks.tasks.PromptOptions(seed=0, max_length=args.max_length)
   for config_name in args.configs.split(","):
-    model = models.build(models.load_config(family.GIN_DIR / CONFIGS[config_name],
+    model = build(load_config(family.GIN_DIR / CONFIGS[config_name],
                                             ["ModelConfig.dtype = 'float32'"]),
                          attention.for_platform(jax.default_backend()))
     params = model.init(jax.random.PRNGKey(0))

@@ -23,7 +23,9 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
+
+from invscale_jax import checks
 
 # Packages whose native parts print while they load.
 NOISY_IMPORTS = ("tensorflow", "tensorflow_text", "seqio")
@@ -38,10 +40,27 @@ def warn(message: str) -> None:
 
 
 def say(message: str) -> None:
-  """Prints a line to stderr, above any progress bar."""
-  import tqdm  # pylint: disable=g-import-not-at-top
-  from invscale_jax import checks  # pylint: disable=g-import-not-at-top
-  tqdm.tqdm.write(checks.printable(message), file=sys.stderr)
+  """Prints a line to stderr, above any progress bar (see `writing_with`)."""
+  _write(checks.printable(message))
+
+
+def _to_stderr(line: str) -> None:
+  print(line, file=sys.stderr)
+
+
+_write: Callable[[str], None] = _to_stderr
+
+
+@contextlib.contextmanager
+def writing_with(write: Callable[[str], None]) -> Iterator[None]:
+  """`say` writes its lines with `write` inside the block: a progress bar's own writer,
+  which puts them above the bar (engine/progress.py)."""
+  global _write
+  saved, _write = _write, write
+  try:
+    yield
+  finally:
+    _write = saved
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ import pathlib
 from typing import Any, Callable
 
 from invscale_jax import hf_cache, storage
+from invscale_jax.models import t5x_dir
 
 ARCHITECTURES = ("decoder_only", "encoder_decoder", "gpt_neox", "opt", "llama", "gpt2")
 # What each architecture's reference pipeline puts before a prompt: T5X's decoder-only
@@ -238,7 +239,6 @@ def load(path: os.PathLike | str) -> Family:
           "type": "hf_tokenizer", "path": os.path.join(hf_dir, "tokenizer.json")}, **m,
            "checkpoint": hf_dir}
     elif "t5x_model_dir" in m or not {"architecture", "vocabulary"} <= m.keys():
-      from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
       try:
         m = t5x_dir.complete_entry(m, lambda p: _resolve(base, p), lambda p: _resolve_gin(base, p))
       except ValueError as e:

@@ -17,6 +17,9 @@ import json
 import os
 from typing import Any, Sequence
 
+import sentencepiece
+import tokenizers
+
 from invscale_jax import storage, vocab_spec
 
 
@@ -87,7 +90,6 @@ class SentencePieceTokenizer(Tokenizer):
   """A SentencePiece model (a path or gs:// URL), as `seqio.SentencePieceVocabulary`."""
 
   def __init__(self, path: str):
-    import sentencepiece  # pylint: disable=g-import-not-at-top
     self._model = sentencepiece.SentencePieceProcessor()
     with open(storage.local_copy(path), "rb") as f:
       self._model.LoadFromSerializedProto(f.read())
@@ -108,7 +110,6 @@ class HfTokenizer(Tokenizer):
   unk_id = None
 
   def __init__(self, path: str, eos_token: str = vocab_spec.HF_DEFAULT_EOS):
-    import tokenizers  # pylint: disable=g-import-not-at-top
     local = storage.local_copy(path)
     _check_tokenizer_file(local)
     self._tokenizer = tokenizers.Tokenizer.from_file(local)

@@ -25,9 +25,11 @@ import tensorflow as tf
 
 from invscale_jax import catalog, gin_macros, task_registry
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.data import declarations, variants
+from invscale_jax.data import declarations, sources, tfds_source, variants
 from invscale_jax.data.task_rows import PromptOptions, rows_for
 from seqio_tasks import metrics
+
+sources.use_tfds(tfds_source.examples)  # INVSCALE_DATA_SOURCE = 'tfds' reads through SeqIO
 
 PREFIX = task_registry.PREFIX
 SPLIT = "test"

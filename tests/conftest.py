@@ -295,7 +295,7 @@ def text_examples() -> list[tuple[str, list[str]]]:
 @pytest.fixture(scope="session")
 def small_model_config() -> Callable[..., object]:
   """Builds a small float32 `ModelConfig` of an architecture, for exactness tests."""
-  from invscale_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.config import ModelConfig  # pylint: disable=g-import-not-at-top
 
   def make(architecture: str, **overrides) -> ModelConfig:
     fields = dict(architecture=architecture, vocab_size=384, emb_dim=64, num_heads=4,
@@ -395,7 +395,7 @@ def small_model(small_model_config) -> Callable[[str], tuple[object, dict]]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from invscale_jax.models import build  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import build  # pylint: disable=g-import-not-at-top
 
   @functools.cache
   def make(architecture: str):

@@ -14,7 +14,8 @@ import seqio
 import seqio_tasks
 from invscale_jax.engine import partitioning, reference, requests
 from invscale_jax.engine.scorer import Scorer
-from invscale_jax.models import Model, attention, position
+from invscale_jax.models.model import Model
+from invscale_jax.models import attention, position
 from invscale_jax.models.masks import Mask
 
 ATOL = 1e-5

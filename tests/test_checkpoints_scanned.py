@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from invscale_jax import checkpoints
-from invscale_jax.checkpoints import layout
-from invscale_jax.models import build
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.models.model import build
 
 SCAN_AXIS = 1  # T5X's default param_scan_axis
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, CliResult
 from invscale_jax import family as family_lib
 from invscale_jax.data import loader
-from invscale_jax.models import load_config
+from invscale_jax.models.config import load_config
 from test_report_end_to_end import small_results
 
 ROWS = [{"prompt": "Redefine e as 917. Q: What is the first digit of e? A:",

@@ -17,8 +17,9 @@ import transformers
 import hf_tiny
 from invscale_jax import checkpoints, family
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.convert import hf, hf_dir, hf_llama
-from invscale_jax.models import build, load_config
+from invscale_jax.convert import hf, hf_dir, hf_llama, hf_weights
+from invscale_jax.models.model import build
+from invscale_jax.models.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def texts(text_examples) -> list[str]:
 @pytest.mark.parametrize("kind", [k for k in hf_tiny.KINDS if k not in ("gpt_neox", "t5")])
 def test_converted_model_matches_transformers(kind, tmp_path, texts, pack_rows):
   src = hf_tiny.make(kind, tmp_path / "hf", texts)
-  path = hf_dir.converter(src).convert(src, tmp_path / "ours", step=3)
+  path = hf_weights.convert(hf_dir.converter(src), src, tmp_path / "ours", step=3)
   [entry] = json.loads((tmp_path / "ours" / "manifest.json").read_text())["models"]
   tokenizer = transformers.AutoTokenizer.from_pretrained(src)
   bos = hf_tiny.BOS[kind]
@@ -78,7 +79,7 @@ def test_weight_file_layouts_convert_alike(kind, tmp_path, texts):
   """Files transformers writes, the Hub's original pytorch_model.bin layouts (OPT, GPT-2)
   and sharded safetensors with their index (llama) give the same parameters."""
   src = hf_tiny.make(kind, tmp_path / kind, texts)
-  expected = dict(hf_dir.converter(src).convert_params(src))
+  expected = dict(hf_weights.convert_params(hf_dir.converter(src), src))
   model = transformers.AutoModelForCausalLM.from_pretrained(src)
   other = tmp_path / "other"
   if kind == "llama":
@@ -86,7 +87,7 @@ def test_weight_file_layouts_convert_alike(kind, tmp_path, texts):
     assert (other / "model.safetensors.index.json").is_file()
   else:
     _save_hub_style(model, kind, other)
-  converted = dict(hf_dir.converter(other).convert_params(other))
+  converted = dict(hf_weights.convert_params(hf_dir.converter(other), other))
   assert converted.keys() == expected.keys()
   for path, x in converted.items():
     np.testing.assert_array_equal(x, expected[path], err_msg="/".join(path))

@@ -13,8 +13,9 @@ import transformers
 
 import hf_tiny
 from invscale_jax import checkpoints
-from invscale_jax.convert import hf, hf_gpt_neox, hf_t5
-from invscale_jax.models import build, load_config
+from invscale_jax.convert import hf, hf_gpt_neox, hf_t5, hf_weights
+from invscale_jax.models.model import build
+from invscale_jax.models.config import load_config
 
 VOCAB = 512
 
@@ -45,7 +46,7 @@ def test_gpt_neox_matches_transformers(tmp_path, text_examples, pack_rows):
   torch_model = transformers.GPTNeoXForCausalLM(config).eval()
   hf_tiny.randomize(torch_model)
   torch_model.save_pretrained(tmp_path / "hf")
-  path = hf_gpt_neox.convert(tmp_path / "hf", tmp_path / "ours", step=7)
+  path = hf_weights.convert(hf_gpt_neox.CONVERTER, tmp_path / "hf", tmp_path / "ours", step=7)
 
   model = build(load_config(tmp_path / "ours" / "model.gin", ["ModelConfig.dtype = 'float32'"]))
   assert model.config == hf_gpt_neox.config_from_hf(config.to_dict(), dtype="float32")
@@ -93,7 +94,7 @@ def test_t5_matches_transformers(tmp_path, text_examples, pack_rows, layout):
   model_config = hf_t5.config_from_hf(hf.read_config(src), dtype="float32")
   assert model_config.logits_via_embedding == (layout == "original_t5")
   model = build(model_config)
-  params = hf.nest(hf_t5.convert_params(src))
+  params = hf_weights.nest(hf_weights.convert_params(hf_t5.CONVERTER, src))
   # Long enough for relative distances beyond 64 (encoder) and 16 (decoder).
   examples = [(_ids(prompt), _ids((prompt + classes[0])[-40:]))
               for prompt, classes in text_examples]
@@ -129,9 +130,9 @@ def test_gpt_neox_weight_file_layouts_convert_alike(tmp_path):
   torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
   (tmp_path / "bin" / "config.json").write_text(json.dumps(config.to_dict()))
 
-  expected = dict(hf_gpt_neox.convert_params(tmp_path / "single"))
+  expected = dict(hf_weights.convert_params(hf_gpt_neox.CONVERTER, tmp_path / "single"))
   for layout in ("sharded", "bin"):
-    converted = dict(hf_gpt_neox.convert_params(tmp_path / layout))
+    converted = dict(hf_weights.convert_params(hf_gpt_neox.CONVERTER, tmp_path / layout))
     assert converted.keys() == expected.keys()
     for path, x in converted.items():
       np.testing.assert_array_equal(x, expected[path], err_msg="/".join(path))

@@ -26,7 +26,10 @@ from invscale_jax.data import task_rows, variants
 from invscale_jax.engine import loading, packing, partitioning, reference
 from invscale_jax.engine.requests import Request, from_task_rows
 from invscale_jax.engine.scorer import Scorer
-from invscale_jax.models import build, load_config
+from invscale_jax.models.model import build
+
+# float32 scores computed with other shapes (shards, batches, packing) differ by summation
+from invscale_jax.models.config import load_config
 
 # float32 scores computed with other shapes (shards, batches, packing) differ by summation
 # order only; a wrong mask or position would be off by ~1e-1.

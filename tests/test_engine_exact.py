@@ -117,7 +117,7 @@ def test_models_of_one_configuration_share_their_compiled_step(small_model, mixe
   """A second model of the same network (other parameters) reuses the first one's traced
   and compiled programs, and still gets its own scores."""
   import jax  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import Model  # pylint: disable=g-import-not-at-top
 
   model, params = small_model("decoder_only")
   other_params = jax.tree.map(lambda p: p * 0.5, params)

@@ -12,7 +12,8 @@ import transformers
 
 from invscale_jax import family
 from invscale_jax.convert import hf_dir
-from invscale_jax.models import build, load_config
+from invscale_jax.models.model import build
+from invscale_jax.models.config import load_config
 
 OPT = dict(model_type="opt", vocab_size=50272, max_position_embeddings=2048,
            activation_function="relu", do_layer_norm_before=True)

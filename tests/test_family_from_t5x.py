@@ -14,7 +14,10 @@ import pytest
 
 from conftest import T5X_CONFIG_GIN
 from invscale_jax import checkpoints, family, results
-from invscale_jax.models import ModelConfig, build, to_gin
+from invscale_jax.models.config import ModelConfig, to_gin
+
+# The network T5X_CONFIG_GIN binds, as our ModelConfig.
+from invscale_jax.models.model import build
 
 # The network T5X_CONFIG_GIN binds, as our ModelConfig.
 CONFIG = ModelConfig(architecture="decoder_only", vocab_size=384, emb_dim=32, num_heads=2,

@@ -24,8 +24,10 @@ import pytest
 from conftest import (T5X_CONFIG_GIN, RunCli, ScoreCli, assert_same_records, bucket_results,
                       read_results, select, upload, without_run_keys)
 from invscale_jax import family, results, storage, vocab, vocab_spec
-from invscale_jax.checkpoints import count_params, layout, legacy, read_checkpoint, write_checkpoint
-from invscale_jax.models import load_config, t5x_gin
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoints import count_params, legacy, read_checkpoint, write_checkpoint
+from invscale_jax.models import t5x_gin
+from invscale_jax.models.config import load_config
 from invscale_jax.report import output
 
 ONE_TASK = ("--tasks", "memo-trap", "--variants", "zero_shot", "--tokens_per_batch", "1024")

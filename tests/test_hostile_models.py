@@ -14,7 +14,7 @@ import pytest
 
 from conftest import RunCli
 from invscale_jax import vocab as vocab_lib
-from invscale_jax.models import load_config
+from invscale_jax.models.config import load_config
 from test_cli_errors import assert_one_line, write_data, write_manifest
 
 TINY_GIN = "include 'models/tiny/tiny_1.gin'\n"

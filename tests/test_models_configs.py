@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from invscale_jax import family
-from invscale_jax.models import ModelConfig, build, load_config, to_gin
+from invscale_jax.models.config import ModelConfig, load_config, to_gin
+from invscale_jax.models.model import build
 
 GIN = family.GIN_DIR / "models"
 FAMILIES = pathlib.Path(family.__file__).parent / "families"

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from invscale_jax.models import greedy_decode, jitted, pad_prompts, prompt_batch
+from invscale_jax.models.decoding import greedy_decode, jitted, pad_prompts, prompt_batch
 
 ARCHITECTURES = ("decoder_only", "gpt_neox", "opt", "llama", "gpt2", "encoder_decoder")
 PROMPTS = ([5, 17, 42], [7, 8, 9, 10, 11, 12, 13], [100, 3, 250, 31, 9])

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from invscale_jax.models import build
+from invscale_jax.models.model import build
 from invscale_jax.models.masks import Mask
 
 ARCHITECTURES = ("decoder_only", "gpt_neox", "opt", "llama", "gpt2", "encoder_decoder")

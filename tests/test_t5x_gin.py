@@ -15,7 +15,8 @@ import textwrap
 import pytest
 
 from conftest import T5X_CONFIG_GIN
-from invscale_jax.models import load_config, t5x_gin
+from invscale_jax.models import t5x_gin
+from invscale_jax.models.config import load_config
 
 T5_BASE = """\
 # An encoder-decoder base file, in the form of t5x/examples/t5/t5_1_1/base.gin.
@@ -102,7 +103,7 @@ def test_size_file_including_its_base_file(tmp_path: pathlib.Path) -> None:
   config = load_config(small, ["ModelConfig.dtype = 'float32'"])
   assert t5x_gin.is_t5x_gin(small) and config.dtype == "float32"
   assert config.num_decoder_layers == 8 and not config.logits_via_embedding
-  from invscale_jax.models import build  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import build  # pylint: disable=g-import-not-at-top
   assert build(config).num_params() == 76_961_152  # T5 v1.1 Small
 
 

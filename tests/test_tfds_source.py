@@ -27,12 +27,12 @@ def test_dataset_holds_the_release(tfds_dir, shared_data):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   from invscale_jax.data import datadir, inverse_scaling_prize  # pylint: disable=g-import-not-at-top
-  from invscale_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from invscale_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(f"inverse_scaling_prize/{TASK}:1.0.0", data_dir=str(tfds_dir))
   assert set(builder.info.features) == {"example_id", "prompt", "classes", "answer_index",
                                         "round", "part"}
   assert builder.info.splits["test"].num_examples == catalog.get(TASK).reported_rows == 300
-  assert sources.tfds_examples(catalog.get(TASK), str(tfds_dir)) == datadir.load_task(
+  assert tfds_source.examples(catalog.get(TASK), str(tfds_dir)) == datadir.load_task(
       shared_data, TASK)
   assert len(inverse_scaling_prize.InverseScalingPrize.BUILDER_CONFIGS) == len(catalog.TASKS)
 

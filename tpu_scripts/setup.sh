@@ -73,8 +73,8 @@ git checkout -q "\${REF:-origin/HEAD}"
     --find-links $LIBTPU_INDEX
 .venv/bin/invscale --help >/dev/null
 INVSCALE_TPU_POD=1 .venv/bin/python -c '
-from invscale_jax.engine import hosts
-hosts.initialize()
+from invscale_jax.engine import multihost
+multihost.join()
 import jax
 print(f"invscale-jax ready on worker {jax.process_index()} of {jax.process_count()}: "
       f"jax {jax.__version__}, {jax.local_device_count()} of {jax.device_count()} devices")'

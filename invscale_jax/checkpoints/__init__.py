@@ -7,7 +7,7 @@
 Parameter trees are nested dicts with T5X names, without the `target` prefix.
 """
 
-from invscale_jax.checkpoints.errors import CheckpointError
+from invscale_jax.checkpoint_errors import CheckpointError
 from invscale_jax.checkpoints.restore import count_params, read_checkpoint
 from invscale_jax.checkpoints.write import FORMATS, write_checkpoint
 

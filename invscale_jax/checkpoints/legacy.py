@@ -21,8 +21,9 @@ import numpy as np
 from flax import serialization
 
 from invscale_jax import storage
-from invscale_jax.checkpoints import layout, zarr_io
-from invscale_jax.checkpoints.errors import CheckpointError, describe
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoints import zarr_io
+from invscale_jax.checkpoint_errors import CheckpointError, describe
 
 VERSION = 3
 _INLINE_ARRAY_CODES = (1, 3)  # flax msgpack ext types: ndarray, numpy scalar

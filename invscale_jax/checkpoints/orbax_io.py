@@ -35,8 +35,9 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from invscale_jax import storage
-from invscale_jax.checkpoints import layout, zarr_io
-from invscale_jax.checkpoints.errors import CheckpointError, describe
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoints import zarr_io
+from invscale_jax.checkpoint_errors import CheckpointError, describe
 
 _TARGET_KEYS = ("target", "params")
 _STEP_PREFIX = "checkpoint"  # T5X's checkpoint_<step>

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from invscale_jax.checkpoints import layout, legacy, orbax_io, scanned
-from invscale_jax.checkpoints.errors import CheckpointError
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoints import legacy, orbax_io, scanned
+from invscale_jax.checkpoint_errors import CheckpointError
 
 PathLike = str | os.PathLike[str]
 Shardings = Mapping[layout.Key, jax.sharding.Sharding]

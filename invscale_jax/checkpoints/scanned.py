@@ -24,8 +24,8 @@ from typing import Mapping
 
 import numpy as np
 
-from invscale_jax.checkpoints import layout
-from invscale_jax.checkpoints.errors import CheckpointError
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoint_errors import CheckpointError
 from invscale_jax.checkpoints.legacy import ArraySource
 
 Shape = tuple[int, ...]

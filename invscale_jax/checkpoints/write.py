@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping
 
-from invscale_jax.checkpoints import layout, legacy, orbax_io, zarr_io
+from invscale_jax import checkpoint_layout as layout
+from invscale_jax.checkpoints import legacy, orbax_io, zarr_io
 
 FORMATS = (layout.LEGACY, layout.ORBAX)
 

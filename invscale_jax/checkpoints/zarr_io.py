@@ -18,7 +18,7 @@ import numpy as np
 import tensorstore as ts
 
 from invscale_jax import storage
-from invscale_jax.checkpoints.errors import CheckpointError, describe
+from invscale_jax.checkpoint_errors import CheckpointError, describe
 
 DEFAULT_MAX_CHUNK_BYTES = 64 * 2**20  # T5X's target chunk size
 _ZARRAY = ".zarray"

@@ -25,7 +25,7 @@ def _count_params(entry: family_lib.ModelEntry) -> int:
   """Parameters of a model: from its T5X checkpoint, or from its network's shapes."""
   from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from invscale_jax.convert.configs import load_config  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import build  # pylint: disable=g-import-not-at-top
+  from invscale_jax.models.model import build  # pylint: disable=g-import-not-at-top
   if entry.checkpoint_format == "t5x":
     return checkpoints.count_params(entry.checkpoint)
   return build(load_config(entry.gin)).num_params()
@@ -47,7 +47,7 @@ def _show(args: argparse.Namespace) -> int:
 def _from_hf(args: argparse.Namespace) -> int:
   """Writes a manifest scoring Hugging Face directories in place (and their tokenizers
   beside it); written in a temporary directory first, so a failure leaves nothing."""
-  from invscale_jax.convert import hf_dir  # pylint: disable=g-import-not-at-top
+  from invscale_jax.convert import hf_weights  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out)
   if out.exists():
     raise ValueError(f"{out}: exists; choose another --out")
@@ -60,7 +60,7 @@ def _from_hf(args: argparse.Namespace) -> int:
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
-    entries = [hf_dir.manifest_entry(src, tmp, name) for src, name in zip(sources, names)]
+    entries = [hf_weights.manifest_entry(src, tmp, name) for src, name in zip(sources, names)]
     for entry, given in zip(entries, args.dirs):
       if hf_cache.is_name(given):  # the name, not this cache's snapshot path
         entry["hf_dir"] = given
@@ -79,9 +79,9 @@ def _from_hf(args: argparse.Namespace) -> int:
 
 def _from_t5x(args: argparse.Namespace) -> int:
   from invscale_jax import vocab_spec  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import t5x_dir  # pylint: disable=g-import-not-at-top
+  from invscale_jax.convert import from_t5x  # pylint: disable=g-import-not-at-top
   numbers = lambda text: [float(x) for x in text.split(",")] if text else None
-  path = t5x_dir.write_manifest(
+  path = from_t5x.write_manifest(
       args.out, args.sources, names=args.name.split(",") if args.name else None,
       checkpoints=args.checkpoint, step=args.step,
       vocabulary=vocab_spec.spec_of(args.vocabulary) if args.vocabulary else None,
@@ -93,8 +93,9 @@ def _from_t5x(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
   import importlib  # pylint: disable=g-import-not-at-top
-  converter = importlib.import_module(f"invscale_jax.convert.{args.converter}")
-  path = converter.convert(args.src, args.out, step=args.step)
+  from invscale_jax.convert import hf_weights  # pylint: disable=g-import-not-at-top
+  converter = importlib.import_module(f"invscale_jax.convert.{args.converter}").CONVERTER
+  path = hf_weights.convert(converter, args.src, args.out, step=args.step)
   print(f"wrote {path} and {args.out}/manifest.json (add train_tokens / train_flops there)")
   return 0
 

@@ -1,5 +1,6 @@
-"""What every Hugging Face converter shares: reading tensors one at a time, renaming them
-by rules, checking the result against the model, and writing the converted model.
+"""What every Hugging Face converter shares: configs from config.json, reading tensors one
+at a time and renaming them by rules (no JAX: planning reads configs through it).
+Checking the result against the network and writing it: hf_weights.py.
 
 torch (and safetensors) are imported inside the functions: only converters need them.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import pathlib
 import re
@@ -19,7 +19,7 @@ import numpy as np
 
 from invscale_jax import checks, storage
 from invscale_jax.convert import hf_tokenizer
-from invscale_jax.models import ModelConfig, to_gin
+from invscale_jax.models.config import ModelConfig
 
 Path = tuple[str, ...]  # T5X parameter name, e.g. ("decoder", "layers_0", "mlp", "wi", "kernel")
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -128,8 +128,8 @@ def _stored(path: pathlib.Path) -> Iterator[tuple[str, Callable[[], Any]]]:
   """(name, loader of the torch tensor) of every tensor in one weight file; nothing is read
   before a loader is called (safetensors reads on demand, .bin files are memory-mapped).
   A malformed file raises WeightFileError, when it is opened or when a tensor is loaded."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top  (hf extra: optional)
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top  (hf extra: optional)
 
   if path.suffix == ".safetensors":
     with _guarded(path, lambda: safe_open(path, framework="pt"))() as f:
@@ -177,49 +177,13 @@ def rename(name: str, rules: Iterable[Rule],
   return renamed
 
 
-def checked(params: Iterable[tuple[Path, np.ndarray]],
-            config: ModelConfig) -> Iterator[tuple[Path, np.ndarray]]:
-  """Passes params through, failing on an unknown, duplicate, misshapen or missing one."""
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
-
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
-
-  shapes = traverse_util.flatten_dict(Model(config).param_shapes())
-  expected = {path: s.shape for path, s in shapes.items()}
-  seen = set()
-  for path, x in params:
-    name = "/".join(path)
-    if path not in expected:
-      raise ValueError(f"{name}: not a parameter of the {config.architecture} model")
-    if path in seen:
-      raise ValueError(f"{name}: converted twice")
-    if x.shape != expected[path]:
-      raise ValueError(f"{name}: converted shape {x.shape} != model shape {expected[path]}")
-    seen.add(path)
-    yield path, x
-  missing = sorted("/".join(p) for p in expected.keys() - seen)
-  if missing:
-    raise ValueError(f"missing from the Hugging Face checkpoint: {', '.join(missing)}")
-
-
-def convert_tensors(src_dir: str | os.PathLike, config: ModelConfig, rules: Iterable[Rule],
-                    aliases: dict[str, str] | None = None) -> Iterator[tuple[Path, np.ndarray]]:
-  """(T5X name, float32 array) of every parameter, converted one HF tensor at a time and
-  checked against `config`'s model."""
-  def convert_all() -> Iterator[tuple[Path, np.ndarray]]:
-    for name, x in read_tensors(src_dir):
-      for path, transform in rename(name, rules, aliases):
-        yield path, transform(x)
-
-  return checked(convert_all(), config)
-
-
 @dataclasses.dataclass(frozen=True)
 class Converter:
   """One architecture's mapping: its config from config.json and its renaming rules.
 
-  Both the converters (`convert`, into a T5X checkpoint) and scoring a Hugging Face
-  directory directly (hf_dir.py, in memory) stream parameters from `convert_params`.
+  Both the converters (`hf_weights.convert`, into a T5X checkpoint) and scoring a Hugging
+  Face directory directly (hf_dir.py, in memory) stream parameters from
+  `hf_weights.convert_params`.
   """
 
   model_types: tuple[str, ...]  # the config.json model_type values it converts
@@ -238,28 +202,6 @@ class Converter:
       raise ValueError(f"{path}: {e.args[0]}: missing") from None
     except (TypeError, ValueError, ArithmeticError, AttributeError) as e:  # a field's value
       raise ValueError(f"{path}: {e}") from None
-
-  def convert_params(self, src_dir: str | os.PathLike, config: ModelConfig | None = None
-                     ) -> Iterator[tuple[Path, np.ndarray]]:
-    """(T5X name, float32 array) of every parameter, converted one HF tensor at a time
-    and checked against the model of `config` (default: the directory's config)."""
-    config = config or self.config(src_dir)
-    return convert_tensors(src_dir, config, self.rules(config, pathlib.Path(src_dir)),
-                           self.aliases)
-
-  def convert(self, src_dir: str | os.PathLike, out_dir: str | os.PathLike,
-              step: int = 0) -> str:
-    """Converts a HF model directory into `out_dir` (see `write`); returns the checkpoint."""
-    config = self.config(src_dir)
-    return write(out_dir, src_dir, config, self.convert_params(src_dir, config), step)
-
-
-def nest(params: Iterable[tuple[Path, np.ndarray]]) -> dict:
-  """A nested dict from (path, array) pairs."""
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
-
-  return traverse_util.unflatten_dict(dict(params))
-
 
 def tokenizer_fields(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      architecture: str, prefix: str = "") -> dict[str, Any]:
@@ -288,32 +230,3 @@ def tokenizer_fields(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
   else:
     fields["bos_id"] = conventions.bos_id
   return fields
-
-
-def write(out_dir: str | os.PathLike, src_dir: str | os.PathLike, config: ModelConfig,
-          params: Iterable[tuple[Path, np.ndarray]], step: int) -> str:
-  """Writes a converted model: the tokenizer (see `tokenizer_fields`), the T5X checkpoint
-  `checkpoint_<step>` (float32, streamed one tensor at a time), `model.gin` and
-  `manifest.json`, a one-model family whose entry (with the tokenizer's `bos_id`) can be
-  copied into a larger manifest; returns the checkpoint path."""
-  from invscale_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
-
-  out, src = pathlib.Path(out_dir), pathlib.Path(src_dir)
-  created = not out.exists()
-  out.mkdir(parents=True, exist_ok=True)
-  try:  # a weight file found malformed midway leaves nothing behind
-    tokenizer = tokenizer_fields(src, out, config.architecture)
-    path = checkpoints.write_checkpoint(out, params, step=step)
-  except BaseException:
-    if created:
-      shutil.rmtree(out, ignore_errors=True)
-    raise
-  (out / "model.gin").write_text(to_gin(config, f"Converted from {src.resolve()}"), "utf-8")
-  entry = {"name": out.name, "architecture": config.architecture, "gin": "model.gin",
-           "checkpoint": os.path.relpath(path, out), **tokenizer,
-           "n_params": Model(config).num_params(), "train_tokens": None, "train_flops": None}
-  manifest = {"family": out.name, "description": f"Converted from {src.resolve()}",
-              "models": [entry]}
-  (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
-  return path

@@ -1,21 +1,20 @@
 """Scoring a Hugging Face model directory directly, with no T5X copy on disk.
 
 A manifest entry with `"hf_dir": DIR` (family.py) is loaded from DIR: its config from
-config.json (`model_config`, which `models.load_config` calls for a config.json path),
+config.json (`model_config`, which `convert.configs.load_config` reads for a config.json path),
 its parameters streamed one tensor at a time through the same mapping the converter
-uses (`converter(DIR).convert_params`), each placed on its devices as it comes. The run
+uses (`hf_weights.convert_params`), each placed on its devices as it comes. The run
 key hashes every file of DIR (config, tokenizer, weights) as it does a T5X checkpoint.
-`manifest_entry` writes what `invscale family from-hf` puts in a manifest.
+`hf_weights.manifest_entry` writes what `invscale family from-hf` puts in a manifest.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any
 
 from invscale_jax.convert import hf, hf_gpt2, hf_gpt_neox, hf_llama, hf_opt, hf_t5
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 # config.json `model_type` -> the converter of its architecture.
 CONVERTERS: dict[str, hf.Converter] = {
@@ -36,17 +35,3 @@ def converter(src_dir: str | os.PathLike) -> hf.Converter:
 def model_config(src_dir: str | os.PathLike, dtype: str = "bfloat16") -> ModelConfig:
   """Our config of the model in `src_dir`, from its config.json."""
   return converter(src_dir).config(src_dir, dtype=dtype)
-
-
-def manifest_entry(src_dir: str | os.PathLike, manifest_dir: str | os.PathLike,
-                   name: str) -> dict[str, Any]:
-  """A manifest entry scoring `src_dir` directly. The tokenizer transformers uses is
-  written beside the manifest as `<name>.tokenizer.json` (T5: `<name>.spiece.model`),
-  with its BOS convention in the entry; the weights stay where they are."""
-  from invscale_jax.models import Model  # pylint: disable=g-import-not-at-top
-
-  src = pathlib.Path(src_dir).expanduser().resolve()
-  config = model_config(src)
-  return {"name": name, "architecture": config.architecture, "hf_dir": str(src),
-          **hf.tokenizer_fields(src, manifest_dir, config.architecture, prefix=f"{name}."),
-          "n_params": Model(config).num_params(), "train_tokens": None, "train_flops": None}

@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _STACK = r"(?:transformer\.)?"
 _LAYER = _STACK + r"h\.(\d+)\."
@@ -69,5 +69,3 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
 
 
 CONVERTER = hf.Converter(("gpt2",), config_from_hf, _rules)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _LAYER = r"gpt_neox\.layers\.(\d+)\."
 _OUT = "decoder/layers_{0}/"
@@ -82,5 +82,3 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
 
 
 CONVERTER = hf.Converter(("gpt_neox",), config_from_hf, _rules)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

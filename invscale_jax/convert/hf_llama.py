@@ -5,7 +5,7 @@ Qwen2/2.5, SmolLM2) -> our `llama` network (names: models/decoder.py).
 
 RMSNorm, SwiGLU MLP (gate_proj -> wi_0, up_proj -> wi_1, down_proj -> wo), rotary
 embeddings on whole heads with the config's theta and scaling (none, linear or llama3:
-see position.Rotary), grouped-query attention, biases on q/k/v (Qwen2) or on every
+see config.Rotary), grouped-query attention, biases on q/k/v (Qwen2) or on every
 projection (Llama's attention_bias), tied or untied embeddings, Mistral's sliding window.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pathlib
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 _LAYER = r"model\.layers\.(\d+)\."
@@ -79,5 +79,3 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
 
 
 CONVERTER = hf.Converter(MODEL_TYPES, config_from_hf, _rules, _NAMES)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

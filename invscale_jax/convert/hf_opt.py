@@ -14,7 +14,7 @@ from __future__ import annotations
 import pathlib
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _DECODER = r"(?:model\.)?decoder\."
 _LAYER = _DECODER + r"layers\.(\d+)\."
@@ -62,5 +62,3 @@ def config_from_hf(hf_config: dict, dtype: str = "bfloat16") -> ModelConfig:
 
 
 CONVERTER = hf.Converter(("opt",), config_from_hf, _rules, _ATTENTION)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

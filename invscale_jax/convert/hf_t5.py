@@ -12,7 +12,7 @@ from __future__ import annotations
 import pathlib
 
 from invscale_jax.convert import hf
-from invscale_jax.models import ModelConfig
+from invscale_jax.models.config import ModelConfig
 
 _ATTENTION = {"q": "query", "k": "key", "v": "value", "o": "out"}
 _ENC = r"encoder\.block\.(\d+)\.layer\."
@@ -89,5 +89,3 @@ def _rules_of(config: ModelConfig, src_dir: pathlib.Path) -> list[hf.Rule]:
 
 
 CONVERTER = hf.Converter(("t5",), config_from_hf, _rules_of, _ATTENTION)
-convert_params = CONVERTER.convert_params
-convert = CONVERTER.convert

@@ -53,7 +53,7 @@ def _conventions(tokenizer, src_dir: str | os.PathLike) -> Conventions:
 def export(src_dir: str | os.PathLike, path: str | os.PathLike) -> Conventions:
   """Writes the tokenizer.json transformers encodes `src_dir`'s texts with to `path` and
   returns the tokenizer's conventions."""
-  import transformers  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top  (hf extra: optional)
 
   tokenizer = transformers.AutoTokenizer.from_pretrained(src_dir)
   backend = getattr(tokenizer, "backend_tokenizer", None)

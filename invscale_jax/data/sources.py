@@ -10,6 +10,7 @@ default data dir). Both give the same examples, so the same prompts and requests
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from invscale_jax import catalog, gin_macros, task_registry
 from invscale_jax.data import datadir, loader
@@ -32,20 +33,23 @@ def source() -> str:
   return chosen
 
 
-def tfds_examples(spec: catalog.TaskSpec, tfds_data_dir: str | None = None) -> list[loader.Example]:
-  """The examples of a task from the prepared TFDS dataset, in file order."""
-  import seqio  # pylint: disable=g-import-not-at-top
+# Reads a task's examples from the TFDS dataset: `tfds_source.examples`, which imports
+# SeqIO and TFDS, so it is set (`use_tfds`) by those that choose this source: `invscale
+# score` and the SeqIO tasks (seqio_tasks/tasks.py).
+_tfds_examples: Callable[[catalog.TaskSpec, str | None], list[loader.Example]] | None = None
 
-  from invscale_jax.data import inverse_scaling_prize as dataset  # pylint: disable=g-import-not-at-top
-  name = f"{dataset.NAME}/{spec.seqio_name}:{dataset.VERSION}"
-  rows = seqio.TfdsDataSource(tfds_name=name, tfds_data_dir=tfds_data_dir).get_dataset(
-      split=dataset.SPLIT, shuffle=False)
-  return sorted((dataset.example(spec, r) for r in rows.as_numpy_iterator()),
-                key=lambda e: e.example_id)
+
+def use_tfds(examples: Callable[[catalog.TaskSpec, str | None], list[loader.Example]]) -> None:
+  """Sets how the TFDS source is read (`tfds_source.examples`)."""
+  global _tfds_examples
+  _tfds_examples = examples
 
 
 def load_examples(spec: task_registry.Task, data_dir: str | None = None) -> list[loader.Example]:
   """The examples of a task from the configured source (`data_dir`: the files' dir)."""
   if source() == TFDS and spec.prize:  # your own tasks are read from their directories
-    return tfds_examples(spec, _setting(gin_macros.TFDS_DATA_DIR))
+    if _tfds_examples is None:
+      raise ValueError(f"{gin_macros.DATA_SOURCE} = {TFDS!r}: its reader is not set; call "
+                       f"data.sources.use_tfds(data.tfds_source.examples) or import seqio_tasks")
+    return _tfds_examples(spec, _setting(gin_macros.TFDS_DATA_DIR))
   return datadir.load_task(datadir.resolve(data_dir), spec.name)

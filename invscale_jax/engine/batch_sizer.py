@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+import psutil
 
 from invscale_jax import storage
 from invscale_jax.engine import hosts, partitioning
@@ -36,7 +37,6 @@ def free_bytes(device: jax.Device) -> int:
   stats = device.memory_stats() or {}
   if "bytes_limit" in stats:
     return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-  import psutil  # pylint: disable=g-import-not-at-top
   return int(psutil.virtual_memory().available // max(1, jax.local_device_count()))
 
 

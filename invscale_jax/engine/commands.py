@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import functools
 import re
+from typing import TYPE_CHECKING
 
 import gin
 
@@ -18,9 +19,12 @@ from invscale_jax import family as family_lib
 from invscale_jax import gin_macros
 from invscale_jax import overview, storage, task_registry
 from invscale_jax.data import commands as data_commands
-from invscale_jax.data import datadir
+from invscale_jax.data import datadir, sources
 from invscale_jax.engine import hosts
 from invscale_jax.engine import plan as plan_lib
+
+if TYPE_CHECKING:
+  from invscale_jax.engine import runner
 
 DEFAULT_GIN = family_lib.GIN_DIR / "runs" / "score.gin"
 _INT = checks.int_flag()
@@ -145,14 +149,19 @@ def _score(args: argparse.Namespace) -> int:
                             f"point --data_dir at the release")
   variants = checks.names(args.variants, "--variants") or ["zero_shot"]
   plan_lib.task_variants(tasks, variants)  # unknown names fail now, before anything heavy
+  if sources.source() == sources.TFDS:
+    from invscale_jax.data import tfds_source  # pylint: disable=g-import-not-at-top  (SeqIO)
+    sources.use_tfds(tfds_source.examples)
   out = storage.absolute(args.out)
-  hosts.initialize()
+  if hosts.configured():
+    from invscale_jax.engine import multihost  # pylint: disable=g-import-not-at-top  (JAX)
+    multihost.join()
   if args.dry_run:
     from invscale_jax.engine import dry_run  # pylint: disable=g-import-not-at-top
     print(dry_run.describe(family, models, tasks, variants, data_dir, out, options), end="")
     return 0
   from invscale_jax.engine import runner  # pylint: disable=g-import-not-at-top
-  runner.score_family(family, models, tasks, variants, data_dir, out, options)
+  runner.score_family(family, models, tasks, variants, data_dir, out, options, _backend)
   if hosts.index() == 0:  # the one host that reads results
     if args.log_samples:
       from invscale_jax.engine import samples  # pylint: disable=g-import-not-at-top
@@ -161,6 +170,12 @@ def _score(args: argparse.Namespace) -> int:
       print(f"prompts of {len(written)} runs in RESULTS/runs/<run_key>/{samples.PATH}")
     overview.show(out, quiet=args.quiet)
   return 0
+
+
+def _backend() -> runner.Backend:
+  """JAX, Flax and the models, imported only once a run is left to score."""
+  from invscale_jax.engine import backend  # pylint: disable=g-import-not-at-top
+  return backend.start()
 
 
 def _results(args: argparse.Namespace) -> int:

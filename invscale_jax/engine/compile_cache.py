@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 from invscale_jax import storage
 
 ENV_VAR = "INVSCALE_COMPILATION_CACHE"
@@ -19,7 +21,6 @@ ENV_VAR = "INVSCALE_COMPILATION_CACHE"
 
 def enable() -> str | None:
   """Turns the cache on (unless switched off); returns its directory."""
-  import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get(ENV_VAR, "").lower() in ("off", "0", "false", "no"):
     return None
   directory = (os.environ.get("JAX_COMPILATION_CACHE_DIR")

@@ -3,58 +3,58 @@
 A multi-host run is configured by INVSCALE_COORDINATOR (host:port),
 INVSCALE_NUM_PROCESSES and INVSCALE_PROCESS_ID, or on Cloud TPU VMs by INVSCALE_TPU_POD=1
 (`jax.distributed.initialize()` then finds its peers). Only process 0 reads and writes
-results; what it decides, and any error it meets, is broadcast to the others. A
-single-host run never imports JAX here, so a command with nothing to compute starts fast.
+results; what it decides, and any error it meets, is broadcast to the others. JAX joins
+the run (engine/multihost.py, imported only then): a single-host command with nothing to
+compute starts fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
 import numpy as np
 
-_distributed = False
 _MESSAGE_BYTES = 2048
 
 
-def initialize() -> None:
-  """Joins the multi-host run, when one is configured."""
-  global _distributed
-  if os.environ.get("INVSCALE_COORDINATOR"):
-    import jax  # pylint: disable=g-import-not-at-top
-    # CPU hosts (tests, clusters without accelerators) need gloo for cross-process collectives.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(os.environ["INVSCALE_COORDINATOR"],
-                               int(os.environ["INVSCALE_NUM_PROCESSES"]),
-                               int(os.environ["INVSCALE_PROCESS_ID"]))
-    _distributed = True
-  elif os.environ.get("INVSCALE_TPU_POD") == "1":
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
-    _distributed = True
+@dataclasses.dataclass(frozen=True)
+class Joined:
+  """A multi-host run this process joined (engine/multihost.py)."""
+  index: int
+  count: int
+  broadcast: Callable[[np.ndarray], Any]  # process 0's values, on every host
+
+
+_joined: Joined | None = None
+
+
+def configured() -> bool:
+  """Whether the environment configures a multi-host run."""
+  return bool(os.environ.get("INVSCALE_COORDINATOR")) or (
+      os.environ.get("INVSCALE_TPU_POD") == "1")
+
+
+def joined(run: Joined) -> None:
+  """Records the multi-host run this process joined."""
+  global _joined
+  _joined = run
 
 
 def index() -> int:
   """This process's index (0 when the run is on one host)."""
-  if not _distributed:
-    return 0
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_index()
+  return 0 if _joined is None else _joined.index
 
 
 def count() -> int:
-  if not _distributed:
-    return 1
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_count()
+  return 1 if _joined is None else _joined.count
 
 
 def from_leader(values: np.ndarray) -> np.ndarray:
   """Process 0's `values`, on every host."""
   if count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    values = np.asarray(multihost_utils.broadcast_one_to_all(values))
+    values = np.asarray(_joined.broadcast(values))
   return values
 
 

@@ -21,15 +21,16 @@ import gin
 
 from invscale_jax import catalog, checks, records, results, storage, task_registry
 from invscale_jax import vocab_spec
-from invscale_jax.data import datadir, loader, sources
+from invscale_jax.data import datadir, loader, sources, task_rows
 from invscale_jax.data import variants as variants_lib
-from invscale_jax.engine import packing, runkey
+from invscale_jax.engine import packing, request_cache, runkey
+from invscale_jax.engine import requests as requests_lib
+from invscale_jax.engine.requests import Request
 from invscale_jax.family import Family, ModelEntry
 from invscale_jax.convert.configs import load_config
 
 if TYPE_CHECKING:
   from invscale_jax.tokenizer import Tokenizer
-  from invscale_jax.engine.requests import Request
 
 TOKENIZATIONS = ("separate", "joint")
 MAX_LENGTH = 1 << 20  # tokens of a sequence: far above any model's context
@@ -284,9 +285,6 @@ def requests_for(run: Run, tokenizer: "Tokenizer", options: ScoringOptions, data
   drawn from all of them); cached by content (`request_cache`; written to the cache
   directory if `store`), so another model with the same vocabulary, or a re-run, builds
   nothing."""
-  # pylint: disable=g-import-not-at-top
-  from invscale_jax.data import task_rows
-  from invscale_jax.engine import request_cache, requests
   o = options
   prompt = task_rows.PromptOptions(o.seed, run.max_length,
                                    o.generation_length if generates(o, run) else 0)
@@ -295,10 +293,10 @@ def requests_for(run: Run, tokenizer: "Tokenizer", options: ScoringOptions, data
                prompt=dataclasses.asdict(prompt))
 
   def build() -> list[Request]:
-    encoder = requests.MemoEncoder(tokenizer)
+    encoder = requests_lib.MemoEncoder(tokenizer)
     rows = task_rows.rows_for(run.task, run.variant, encoder, prompt, data_dir)
-    return requests.from_task_rows(rows, encoder, o.tokenization, run.max_length, run.bos_id,
-                                   o.limit or None, eos_id(run, tokenizer))
+    return requests_lib.from_task_rows(rows, encoder, o.tokenization, run.max_length,
+                                       run.bos_id, o.limit or None, eos_id(run, tokenizer))
   return request_cache.cached(parts, build, store)
 
 

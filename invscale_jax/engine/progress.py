@@ -6,11 +6,13 @@ import sys
 
 import tqdm
 
+from invscale_jax import console
 from invscale_jax.engine import hosts
 
 
 class Bar:
-  """Context manager around tqdm counting scored rows (classes or completions)."""
+  """Context manager around tqdm counting scored rows (classes or completions); inside
+  it, `console.say` writes above the bar."""
 
   def __init__(self, description: str, total: int):
     self._bar = tqdm.tqdm(total=total, desc=description, unit="row", file=sys.stderr,
@@ -24,7 +26,10 @@ class Bar:
     self._bar.update(rows)
 
   def __enter__(self) -> "Bar":
+    self._writing = console.writing_with(lambda line: tqdm.tqdm.write(line, file=sys.stderr))
+    self._writing.__enter__()
     return self
 
   def __exit__(self, *exc) -> None:
+    self._writing.__exit__(*exc)
     self._bar.close()

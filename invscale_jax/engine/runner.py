@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from invscale_jax.engine import hosts, progress
 from invscale_jax.engine import plan as plan_lib
 from invscale_jax.engine.plan import Run, ScoringOptions
 from invscale_jax.engine.requests import Request
-from invscale_jax.family import Family
+from invscale_jax.family import Family, ModelEntry
 
 
 def _poll_seconds() -> float:
@@ -158,26 +158,26 @@ def _prepare(run: Run, engine, data_dir: str, claims: _Claims) -> _Prepared:
   return _Prepared(run, pending, info, writer)
 
 
-def _load(entry, options: ScoringOptions):
-  """The engine of one model: its network, parameters (sharded over the mesh) and vocabulary."""
-  from invscale_jax.engine import engine, loading, partitioning  # pylint: disable=g-import-not-at-top
-  mesh = partitioning.make_mesh(options.model_parallel)
-  return engine.Engine(loading.load_model(entry, options.dtype, mesh), options)
+@dataclasses.dataclass(frozen=True)
+class Backend:
+  """What scoring needs JAX for (engine/backend.py), asked for only once a run is left."""
+  load: Callable[[ModelEntry, ScoringOptions], Any]  # a model's engine
+  prefetches: Callable[[ModelEntry, ScoringOptions], bool]  # load it while another scores?
 
 
 class _Prefetch:
   """A model's engine, loaded in a background thread while another model scores: on a pod
   the restore of a large checkpoint from storage takes minutes, and reading it is I/O."""
 
-  def __init__(self, entry, options: ScoringOptions):
+  def __init__(self, entry, options: ScoringOptions, backend: Backend):
     self.entry, self._engine, self._error = entry, None, None
-    self._thread = threading.Thread(target=self._run, args=(options,), daemon=True,
+    self._thread = threading.Thread(target=self._run, args=(options, backend), daemon=True,
                                     name=f"invscale-prefetch-{entry.name}")
     self._thread.start()
 
-  def _run(self, options: ScoringOptions) -> None:
+  def _run(self, options: ScoringOptions, backend: Backend) -> None:
     try:
-      self._engine = _load(self.entry, options)
+      self._engine = backend.load(self.entry, options)
     except Exception as e:  # raised by `get`, in the thread that scores
       self._error = e
 
@@ -186,24 +186,6 @@ class _Prefetch:
     if self._error is not None:
       raise self._error
     return self._engine
-
-
-def _prefetches(entry, options: ScoringOptions) -> bool:
-  """Whether to load `entry` while the current model scores: `--prefetch on`, or (auto)
-  on accelerators when its parameters take at most half the free memory of a device (at
-  most what the batch sizer leaves, with `--tokens_per_batch 0`). On
-  a CPU, reading a checkpoint (decompression, casts) and scoring share the same cores:
-  measured on 2 cores, overlapping them saved nothing, so auto leaves it off there."""
-  if options.prefetch != "auto":
-    return options.prefetch == "on"
-  import jax  # pylint: disable=g-import-not-at-top
-  from invscale_jax.engine import batch_sizer, loading  # pylint: disable=g-import-not-at-top
-  device = jax.local_devices()[0]
-  if device.platform == "cpu":
-    return False
-  needed = loading.param_bytes(entry) / options.model_parallel
-  room = 1 - batch_sizer.SHARE if options.tokens_per_batch == 0 else 0.5
-  return needed <= room * batch_sizer.free_bytes(device)
 
 
 def _score_model(engine, entry, runs: Sequence[Run], data_dir: str, claims: _Claims) -> None:
@@ -237,9 +219,9 @@ def _score_model(engine, entry, runs: Sequence[Run], data_dir: str, claims: _Cla
 
 
 def _one_pass(family: Family, left: Sequence[Run], data_dir: str, options: ScoringOptions,
-              claims: _Claims) -> bool:
+              claims: _Claims, backend: Backend) -> bool:
   """Scores every run of `left` that can be claimed, model by model (the next model with
-  runs claimed loads in the background when `_prefetches` says so); True if any was."""
+  runs claimed loads in the background when `backend.prefetches` says so); True if any was."""
   names = list(dict.fromkeys(r.entry.name for r in left))
   claimed: dict[str, list[Run]] = {}
 
@@ -254,10 +236,10 @@ def _one_pass(family: Family, left: Sequence[Run], data_dir: str, options: Scori
       continue
     entry = family.get(name)
     engine = (prefetch.get() if prefetch is not None and prefetch.entry.name == name
-              else _load(entry, options))
+              else backend.load(entry, options))
     following = next((n for n in names[k + 1:] if take(n)), None)
-    prefetch = (_Prefetch(family.get(following), options) if following is not None
-                and _prefetches(family.get(following), options) else None)
+    prefetch = (_Prefetch(family.get(following), options, backend) if following is not None
+                and backend.prefetches(family.get(following), options) else None)
     _score_model(engine, entry, claimed[name], data_dir, claims)
     scored = True
   return scored
@@ -265,23 +247,22 @@ def _one_pass(family: Family, left: Sequence[Run], data_dir: str, options: Scori
 
 def score_family(family: Family, models: Sequence[str] | None, tasks: Sequence[str],
                  variants: Sequence[str], data_dir: str, out: str,
-                 options: ScoringOptions) -> list[Run]:
+                 options: ScoringOptions, backend: Callable[[], Backend]) -> list[Run]:
   """Scores every selected run that is not complete, sharing the work with any other
-  process on the same results (see the module docstring); returns the runs."""
+  process on the same results (see the module docstring); returns the runs. `backend` is
+  called once, and only when a run is left to score."""
   poll = _poll_seconds()
   runs = plan_lib.plan(family, models, tasks, variants, data_dir, options)
   left = [r for r, done in zip(runs, _complete(runs, out)) if not done]
   for name in dict.fromkeys(r.entry.name for r in runs):
     if not any(r.entry.name == name for r in left):
       print(f"{name}: all runs already complete", file=sys.stderr)
-  if left:  # once, before any thread compiles (JAX stays unimported otherwise)
-    from invscale_jax.engine import compile_cache  # pylint: disable=g-import-not-at-top
-    compile_cache.enable()
+  loaded = backend() if left else None  # JAX stays unimported otherwise
   told: set[str] = set()
   with results.LeaseKeeper() as keeper:
     claims = _Claims(out, keeper)
     while left:
-      scored = _one_pass(family, left, data_dir, options, claims)
+      scored = _one_pass(family, left, data_dir, options, claims, loaded)
       left = [r for r, done in zip(left, _complete(left, out, warn=False)) if not done]
       if left and not scored:
         waiting = {r.key: claims.busy[r.key] for r in left if r.key in claims.busy}

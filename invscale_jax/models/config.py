@@ -89,7 +89,7 @@ class ModelConfig:
   rotary_pct: float | None = None  # fraction of each head's dims rotated (gpt_neox, llama)
   rotary_base: float = 10000.0  # rotary theta
   # Rotary scaling as Hugging Face's rope_scaling items, e.g. (('factor', 8.0),
-  # ('rope_type', 'linear')); () = none. Types: position.ROTARY_SCALING_TYPES.
+  # ('rope_type', 'linear')); () = none. Types: ROTARY_SCALING_TYPES.
   rotary_scaling: tuple[tuple[str, Any], ...] = ()
   parallel_residual: bool | None = None  # gpt_neox: x + attn(ln1(x)) + mlp(ln2(x))
   qkv_bias: bool | None = None  # biases of the query, key and value projections
@@ -176,11 +176,10 @@ class ModelConfig:
     return self.num_kv_heads or self.num_heads
 
   @property
-  def rotary(self) -> position.Rotary | None:
+  def rotary(self) -> Rotary | None:
     """The rotary embedding of the leading int(head_dim * rotary_pct) dims, if any."""
     dims = int(self.head_dim * self.value("rotary_pct"))
-    from invscale_jax.models import position  # pylint: disable=g-import-not-at-top  (Flax)
-    return position.Rotary(dims, self.rotary_base, self.rotary_scaling) if dims else None
+    return Rotary(dims, self.rotary_base, self.rotary_scaling) if dims else None
 
   @property
   def position_offset(self) -> int | None:
@@ -286,3 +285,51 @@ def to_gin(config: ModelConfig, comment: str = "") -> str:
   lines += [f"ModelConfig.{f.name} = {getattr(config, f.name)!r}"
             for f in dataclasses.fields(config)]
   return "\n".join(lines) + "\n"
+
+
+ROTARY_SCALING_TYPES = ("linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotary:
+  """Rotary embeddings of the first `dims` of each head, in Hugging Face's convention:
+  dimension i < dims/2 is paired with i + dims/2 ("rotate half"), inverse frequency
+  base ** (-2i / dims), changed by `scaling` (rope_scaling items: rope_type "linear"
+  divides every frequency by factor; "llama3" divides the low ones by factor and blends
+  the middle band, from factor, low_freq_factor, high_freq_factor and
+  original_max_position_embeddings). Other types depend on the sequence length or scale
+  the attention logits; they are rejected.
+  """
+
+  dims: int
+  base: float = 10000.0
+  scaling: tuple[tuple[str, Any], ...] = ()
+
+  def __post_init__(self):
+    kind = self.scaling_dict.get("rope_type", self.scaling_dict.get("type", "default"))
+    if self.scaling and kind not in ROTARY_SCALING_TYPES:
+      raise ValueError(f"rotary scaling {kind!r} is not supported (supported: none, "
+                       f"{', '.join(ROTARY_SCALING_TYPES)})")
+
+  @property
+  def scaling_dict(self) -> dict[str, Any]:
+    return dict(self.scaling)
+
+  def frequencies(self) -> np.ndarray:
+    """Inverse frequencies, float32 [dims/2], computed in float32 as transformers does."""
+    exponents = np.arange(0, self.dims, 2).astype(np.float32) / np.float32(self.dims)
+    inv_freq = np.float32(1.0) / np.float32(self.base)**exponents
+    scaling = self.scaling_dict
+    factor = np.float32(scaling.get("factor", 1.0))
+    if scaling.get("rope_type", scaling.get("type")) == "linear":
+      return inv_freq / factor
+    if scaling:  # llama3
+      context = scaling["original_max_position_embeddings"]
+      low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+      wavelength = 2 * np.pi / inv_freq
+      scaled = np.where(wavelength > context / low, inv_freq / factor, inv_freq)
+      smooth = (context / wavelength - low) / (high - low)
+      middle = (wavelength >= context / high) & (wavelength <= context / low)
+      blended = (1 - smooth) * scaled / factor + smooth * scaled
+      return np.where(middle, blended, scaled).astype(np.float32)
+    return inv_freq

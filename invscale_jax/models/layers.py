@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from invscale_jax.models import attention, position
+from invscale_jax.models.config import Rotary
 from invscale_jax.models.masks import Mask
 
 Array = jax.Array
@@ -148,7 +149,7 @@ class Attention(nn.Module):
   # False (T5): 1/sqrt(head_dim) is folded into the query initialiser, logits are not scaled.
   # True (GPT-NeoX, OPT, Llama, GPT-2): logits are scaled by 1/sqrt(head_dim) at run time.
   runtime_scaling: bool = False
-  rotary: position.Rotary | None = None
+  rotary: Rotary | None = None
 
   def setup(self):
     dense = functools.partial(Dense, use_bias=self.qkv_bias, dtype=self.dtype)
@@ -178,7 +179,8 @@ class Attention(nn.Module):
     """Attends from x [B, Q, emb] to kv; positions [B, Q] and [B, K] are for rotary."""
     q, (k, v) = self._heads(self.query(x)), kv
     if self.rotary is not None:
-      q, k = self.rotary(q, positions), self.rotary(k, key_positions)
+      q = position.rotate(self.rotary, q, positions)
+      k = position.rotate(self.rotary, k, key_positions)
     scale = self.head_dim**-0.5 if self.runtime_scaling else 1.0
     y = attention.dot_product_attention(q, k, v, mask, bias, scale)
     return self.out(y.reshape(*y.shape[:2], -1))

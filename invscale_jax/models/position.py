@@ -9,16 +9,14 @@ or continue their positions are handled exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from invscale_jax.models.config import Rotary
 from invscale_jax.models.masks import pad_to
 
 Array = jax.Array
@@ -124,59 +122,12 @@ class RelativePositionBias(nn.Module):
     return RelativeBias(table, positions, key_positions, self.bidirectional, self.max_distance)
 
 
-ROTARY_SCALING_TYPES = ("linear", "llama3")
-
-
-@dataclasses.dataclass(frozen=True)
-class Rotary:
-  """Rotary embeddings of the first `dims` of each head, in Hugging Face's convention:
-  dimension i < dims/2 is paired with i + dims/2 ("rotate half"), inverse frequency
-  base ** (-2i / dims), changed by `scaling` (rope_scaling items: rope_type "linear"
-  divides every frequency by factor; "llama3" divides the low ones by factor and blends
-  the middle band, from factor, low_freq_factor, high_freq_factor and
-  original_max_position_embeddings). Other types depend on the sequence length or scale
-  the attention logits; they are rejected.
-  """
-
-  dims: int
-  base: float = 10000.0
-  scaling: tuple[tuple[str, Any], ...] = ()
-
-  def __post_init__(self):
-    kind = self.scaling_dict.get("rope_type", self.scaling_dict.get("type", "default"))
-    if self.scaling and kind not in ROTARY_SCALING_TYPES:
-      raise ValueError(f"rotary scaling {kind!r} is not supported (supported: none, "
-                       f"{', '.join(ROTARY_SCALING_TYPES)})")
-
-  @property
-  def scaling_dict(self) -> dict[str, Any]:
-    return dict(self.scaling)
-
-  def frequencies(self) -> np.ndarray:
-    """Inverse frequencies, float32 [dims/2], computed in float32 as transformers does."""
-    exponents = np.arange(0, self.dims, 2).astype(np.float32) / np.float32(self.dims)
-    inv_freq = np.float32(1.0) / np.float32(self.base)**exponents
-    scaling = self.scaling_dict
-    factor = np.float32(scaling.get("factor", 1.0))
-    if scaling.get("rope_type", scaling.get("type")) == "linear":
-      return inv_freq / factor
-    if scaling:  # llama3
-      context = scaling["original_max_position_embeddings"]
-      low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-      wavelength = 2 * np.pi / inv_freq
-      scaled = np.where(wavelength > context / low, inv_freq / factor, inv_freq)
-      smooth = (context / wavelength - low) / (high - low)
-      middle = (wavelength >= context / high) & (wavelength <= context / low)
-      blended = (1 - smooth) * scaled / factor + smooth * scaled
-      return np.where(middle, blended, scaled).astype(np.float32)
-    return inv_freq
-
-  def __call__(self, x: Array, positions: Array) -> Array:
-    """Rotates x [B, L, H, D] by positions [B, L]."""
-    angles = positions[..., None].astype(jnp.float32) * self.frequencies()  # [B, L, dims/2]
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    rot = x[..., :self.dims].astype(jnp.float32)
-    half = self.dims // 2
-    rotated_half = jnp.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
-    rot = rot * jnp.cos(angles) + rotated_half * jnp.sin(angles)
-    return jnp.concatenate([rot.astype(x.dtype), x[..., self.dims:]], axis=-1)
+def rotate(rotary: Rotary, x: Array, positions: Array) -> Array:
+  """Rotates the first `rotary.dims` of x [B, L, H, D] by positions [B, L]."""
+  angles = positions[..., None].astype(jnp.float32) * rotary.frequencies()  # [B, L, dims/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  rot = x[..., :rotary.dims].astype(jnp.float32)
+  half = rotary.dims // 2
+  rotated_half = jnp.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
+  rot = rot * jnp.cos(angles) + rotated_half * jnp.sin(angles)
+  return jnp.concatenate([rot.astype(x.dtype), x[..., rotary.dims:]], axis=-1)

@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from invscale_jax import storage
-from invscale_jax.checkpoints.errors import CheckpointError, describe
+from invscale_jax.checkpoint_errors import CheckpointError, describe
 
 Key = tuple[str, ...]
 

@@ -1,4 +1,4 @@
-"""The checkpoint package's one error type, and one-line summaries of low-level errors."""
+"""One error type for checkpoints, and one-line summaries of low-level errors."""
 
 from __future__ import annotations
 
