@@ -59,6 +59,8 @@ EOS = "<|endoftext|>"
 # lm-eval's peak memory / invscale's, at least.
 WALL_TARGETS = {"memo-trap": 2.5, "hindsight-neglect": 2.5}
 MEMORY_TARGETS = {"memo-trap": 1.0, "hindsight-neglect": 5.0}
+# invscale's cold-cache wall time / its warm one, at most (memo-trap).
+COLD_TARGETS = {"memo-trap": 1.1}
 
 Scores = dict[tuple[int, int], float]  # (example id, class index) -> log p(class | prompt)
 TOOLS = ("invscale", "lm-eval")
@@ -188,10 +190,11 @@ def own_seconds() -> float:
 
 
 def other_cores(seconds: float = 3.0) -> float:
-  """Cores the other processes keep busy, measured over `seconds`."""
+  """Cores the other processes keep busy, measured over `seconds` (the two clocks tick
+  at different granularities: a near-idle machine can read a hair below 0, given as 0)."""
   busy, own, start = busy_seconds(), own_seconds(), time.perf_counter()
   time.sleep(seconds)
-  return (busy_seconds() - busy - (own_seconds() - own)) / (time.perf_counter() - start)
+  return max(0.0, (busy_seconds() - busy - (own_seconds() - own)) / (time.perf_counter() - start))
 
 
 def wait_quiet(max_cores: float, max_wait: float) -> float:
@@ -335,8 +338,16 @@ def ratio_line(invscale: ToolRun, lm_eval: ToolRun, task: str) -> str:
           f"{verdict(memory, MEMORY_TARGETS.get(task))}")
 
 
-def report(task: str, condition: str, pairs: list[Pair], max_cores: float) -> None:
-  """Prints every pair of one task and cache condition, then the medians of its quiet ones."""
+def cold_line(cold: ToolRun, warm: ToolRun, task: str) -> str:
+  ratio, target = cold.measured.wall_s / warm.measured.wall_s, COLD_TARGETS.get(task)
+  met = "" if target is None else f" (target <= {target:g}x: {'met' if ratio <= target else 'NOT met'})"
+  return f" invscale cold / warm caches: wall {ratio:.2f}x{met}"
+
+
+def report(task: str, condition: str, pairs: list[Pair], max_cores: float
+           ) -> dict[str, ToolRun] | None:
+  """Prints every pair of one task and cache condition, then the medians of its quiet
+  ones; returns those medians (None without a quiet pair)."""
   print(f"\n{task}, {condition} caches:")
   for k, pair in enumerate(pairs):
     state = "quiet" if is_quiet(pair, max_cores) else "CONTENDED (left out)"
@@ -347,12 +358,13 @@ def report(task: str, condition: str, pairs: list[Pair], max_cores: float) -> No
   if not quiet:
     print(f" no quiet pair (other processes above {max_cores:g} cores in every pair): "
           f"no ratio is given")
-    return
+    return None
   medians = {name: median_run([p[name] for p in quiet]) for name in TOOLS}
   print(f" medians of {len(quiet)} quiet pair{'s' * (len(quiet) > 1)}:")
   for name in TOOLS:
     print(tool_line(name, medians[name]))
   print(ratio_line(medians["invscale"], medians["lm-eval"], task))
+  return medians
 
 
 # ---------------------------------------------------------------------------- main
@@ -398,6 +410,7 @@ def compare_task(args: argparse.Namespace, task: str, hf_dir: pathlib.Path,
                        cache)
 
   scores: list[Scores] = []
+  medians: dict[str, dict[str, ToolRun] | None] = {}
   for condition in args.caches:
     warm = {name: fresh(f"warm_cache_{name}") for name in TOOLS}
     if condition == "warm":  # one unmeasured run of each fills its caches
@@ -411,7 +424,9 @@ def compare_task(args: argparse.Namespace, task: str, hf_dir: pathlib.Path,
         pair[name] = run(name, warm[name] if condition == "warm" else fresh(f"cache_{name}"))
         scores.append(pair[name].scores)
       pairs.append(pair)
-    report(task, condition, pairs, args.quiet_cores)
+    medians[condition] = report(task, condition, pairs, args.quiet_cores)
+  if medians.get("cold") and medians.get("warm"):
+    print(cold_line(medians["cold"]["invscale"], medians["warm"]["invscale"], task))
   worst = max(max_difference(scores[0], s) for s in scores)
   agreed = worst <= args.tolerance
   print(f"{task}: {n_rows} examples, {len(scores[0])} classes; scores of every run "

@@ -139,11 +139,14 @@ def test_only_quiet_pairs_give_medians_and_ratios(capsys):
   quiet = {"invscale": run_of(10, 1, 5, 0.1), "lm-eval": run_of(30, 2, 20, 0.0)}
   busy = {"lm-eval": run_of(90, 2, 80, 1.5), "invscale": run_of(20, 1, 9, 0.2)}
   assert vs.is_quiet(quiet, 0.25) and not vs.is_quiet(busy, 0.25)
-  vs.report("memo-trap", "warm", [quiet, busy, quiet], 0.25)
+  warm = vs.report("memo-trap", "warm", [quiet, busy, quiet], 0.25)
   out = capsys.readouterr().out
   assert "pair 2 (lm-eval then invscale): CONTENDED (left out)" in out
   assert "medians of 2 quiet pairs" in out
   assert "wall 3.00x (target >= 2.5x: met)" in out  # 30 / 10: the contended pair left out
   assert "peak memory 2.00x (target >= 1x: met)" in out
-  vs.report("memo-trap", "cold", [busy], 0.25)
+  assert vs.report("memo-trap", "cold", [busy], 0.25) is None
   assert "no quiet pair" in capsys.readouterr().out
+  cold = {"invscale": run_of(11.5, 1, 6, 0.1)}
+  assert "wall 1.15x (target <= 1.1x: NOT met)" in vs.cold_line(cold["invscale"], warm["invscale"],
+                                                                 "memo-trap")
