@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import serialization
 
+from invscale_jax import checkpoint_layout
 from invscale_jax.checkpoints import CheckpointError, count_params, read_checkpoint
 from invscale_jax.checkpoints import write_checkpoint
 
@@ -40,13 +41,7 @@ def _expected(**changes):
             **changes}
   flat = {tuple(name.split("/")): jax.ShapeDtypeStruct(shape, jnp.float32)
           for name, shape in shapes.items() if shape is not None}
-  tree = {}
-  for key, leaf in flat.items():
-    node = tree
-    for part in key[:-1]:
-      node = node.setdefault(part, {})
-    node[key[-1]] = leaf
-  return tree
+  return checkpoint_layout.unflatten(flat)
 
 
 def test_missing_parameter(checkpoint):
