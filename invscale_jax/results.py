@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import glob
 import hashlib
 import json
 import math
@@ -360,14 +359,15 @@ class Lease:
 
 def drop_stale_lease(directory: str, label: str) -> None:
   """Removes the LEASE of a complete run whose holder is gone (killed between writing
-  COMPLETE and releasing it), so a finished run holds no lease; a live holder's is kept."""
+  COMPLETE and releasing it), so a finished run holds no lease; a live holder's is kept.
+  Lock files of writes killed mid-way (e.g. while releasing the lease) are dropped too."""
   lease = Lease(directory, label)
   stamp = storage.read_stamped(lease.path)
-  if stamp.data is None:
-    return
-  current = _holder(stamp.data)
-  if current is None or lease.takeable(current):
-    storage.replace(lease.path, None, stamp.generation)
+  if stamp.data is not None:
+    current = _holder(stamp.data)
+    if current is None or lease.takeable(current):
+      storage.replace(lease.path, None, stamp.generation)
+  storage.drop_stale_locks(directory)
 
 
 class LeaseKeeper:
@@ -507,12 +507,8 @@ def open_run(directory: str, info: dict[str, Any], label: str, keeper: LeaseKeep
     lease.acquire()
   if lease not in keeper.leases:
     keeper.leases.append(lease)
-  # A local write cut by kill -9 leaves tensorstore's `<file>.__lock`, holding what was
-  # being written; its next write of that file reuses it without truncating it (old bytes
-  # would trail the new chunk). The lease holder is this run's only writer: drop them.
-  if not storage.is_url(directory):  # (tensorstore's listing does not show them)
-    for stale in glob.glob(os.path.join(glob.escape(directory), "*.__lock")):
-      os.remove(stale)
+  # Writes cut by kill -9 leave tensorstore's `<file>.__lock`: the lease holder drops them.
+  storage.drop_stale_locks(directory)
   found = scan(directory, info)
   for name, problem in found.bad:
     _reject(directory, name, problem)

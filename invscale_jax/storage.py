@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import functools
+import glob
 import hashlib
 import os
 import posixpath
 import re
+import struct
 from typing import Iterator
 
 import tensorstore as ts
@@ -158,6 +161,52 @@ def _locate(path: str) -> tuple[ts.KvStore, str]:
   return _store((("driver", "file"), ("path", "/"))), os.path.abspath(path).lstrip("/")
 
 
+LOCK_SUFFIX = ".__lock"  # tensorstore's file driver writes `<file>` through `<file>.__lock`
+
+
+def _try_lock(fd: int) -> bool:
+  """Takes the lock tensorstore's file driver takes on a lock file (an open file
+  description lock on Linux, else flock) without waiting; False if another holds it."""
+  try:
+    if hasattr(fcntl, "F_OFD_SETLK"):
+      whole_file = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+      fcntl.fcntl(fd, fcntl.F_OFD_SETLK, whole_file)
+    else:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as error:
+    if error.errno in (errno.EACCES, errno.EAGAIN):
+      return False
+    raise
+  return True
+
+
+def _drop_if_stale(lock_path: str) -> bool:
+  """Removes a lock file that no write holds (taking its lock first, as tensorstore does
+  when it deletes one, so a writer waiting on it retries on a fresh one)."""
+  try:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+  except OSError:  # none, its writer just finished, or not ours to touch (the write says)
+    return False
+  try:
+    if _try_lock(fd) and os.path.samestat(os.fstat(fd), os.stat(lock_path)):
+      os.remove(lock_path)
+      return True
+  except FileNotFoundError:
+    pass
+  finally:
+    os.close(fd)  # releases the lock
+  return False
+
+
+def _locate_for_write(path: str) -> tuple[ts.KvStore, str]:
+  """`_locate`, after dropping a stale lock of a local `path`: tensorstore's file driver
+  writes through `<path>.__lock` and reuses one left by a process killed mid-write without
+  truncating it, so a shorter new file would keep the old one's trailing bytes."""
+  if not is_url(path):
+    _drop_if_stale(path + LOCK_SUFFIX)
+  return _locate(path)
+
+
 def _describe(error: Exception) -> str:
   """tensorstore's message without its status-code noise, e.g. 'permission denied'."""
   text = str(error).split(" [", 1)[0]
@@ -246,7 +295,7 @@ def is_dir(path: str | os.PathLike) -> bool:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes the whole file at once: readers see the old contents or the new."""
   path = absolute(path)
-  store, key = _locate(path)
+  store, key = _locate_for_write(path)
   _run(path, "write", store.write(key, data))
 
 
@@ -264,7 +313,7 @@ def replace(path: str | os.PathLike, data: bytes | None, generation: bytes) -> b
   """Writes (or with `data=None` deletes) `path` only if its generation is still
   `generation` (from `read_stamped`); returns the new generation, None if it had changed."""
   path = absolute(path)
-  store, key = _locate(path)
+  store, key = _locate_for_write(path)
   stamp = _run(path, "write", store.write(key, data, if_equal=generation))
   return stamp.generation or None  # tensorstore's empty generation: the condition failed
 
@@ -298,7 +347,18 @@ def list_files(directory: str | os.PathLike) -> Iterator[str]:
   store = _store((("driver", "file"), ("path", directory + "/")))
   names = (k.decode("utf-8") for k in _run(directory, "list", store.list()))
   # Leaves out tensorstore's lock files of writes in flight.
-  return iter(sorted(n for n in names if not n.endswith(".__lock")))
+  return iter(sorted(n for n in names if not n.endswith(LOCK_SUFFIX)))
+
+
+def drop_stale_locks(directory: str | os.PathLike) -> list[str]:
+  """Removes the `<file>.__lock` files in a local directory that no write holds (left by
+  processes killed mid-write), so a finished directory holds none; a lock in use is kept.
+  Returns the names removed (none for a URL: GCS writes leave nothing)."""
+  directory = absolute(directory)
+  if is_url(directory):
+    return []
+  pattern = os.path.join(glob.escape(directory), "*" + LOCK_SUFFIX)
+  return [os.path.basename(p) for p in sorted(glob.glob(pattern)) if _drop_if_stale(p)]
 
 
 def children(directory: str | os.PathLike) -> list[str]:

@@ -393,3 +393,16 @@ def test_a_write_cut_by_kill_leaves_no_bytes_in_the_next_chunk(tmp_path):
     writer.write_chunk([rec])
   assert (run / results.chunk_name(0)).read_bytes() == records.format_chunk([rec])
   assert not list(run.glob("*.__lock"))
+
+
+def test_a_lease_release_cut_by_kill_leaves_no_lock_file(score_here, reference_results,
+                                                          tmp_path):
+  """kill -9 while a finished run's LEASE was being deleted leaves only `LEASE.__lock`
+  (what CI once caught): the next run, finding the run complete, drops it."""
+  out = shutil.copytree(reference_results, tmp_path / "results")
+  run_dir = find_run(out, "tiny-1", "memo-trap", "zero_shot")
+  (run_dir / f"{results.LEASE}.__lock").write_bytes(b"")
+  result = score_here(out, *ONE_RUN)
+  assert result.code == 0, result.err
+  assert not list(run_dir.glob("*.__lock")) and results.is_complete(run_dir)
+
