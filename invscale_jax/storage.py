@@ -165,19 +165,22 @@ LOCK_SUFFIX = ".__lock"  # tensorstore's file driver writes `<file>` through `<f
 
 
 def _try_lock(fd: int) -> bool:
-  """Takes the lock tensorstore's file driver takes on a lock file (an open file
-  description lock on Linux, else flock) without waiting; False if another holds it."""
+  """Takes, without waiting, the lock tensorstore's file driver takes on a lock file: an
+  open file description lock where the file system has them, else flock. False if another
+  holds it, or if it cannot be told (then the file is left alone)."""
+  if hasattr(fcntl, "F_OFD_SETLK"):
+    try:
+      fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
+                  struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+      return True
+    except OSError as error:
+      if error.errno not in (errno.EINVAL, errno.ENOTSUP):
+        return False
   try:
-    if hasattr(fcntl, "F_OFD_SETLK"):
-      whole_file = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-      fcntl.fcntl(fd, fcntl.F_OFD_SETLK, whole_file)
-    else:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError as error:
-    if error.errno in (errno.EACCES, errno.EAGAIN):
-      return False
-    raise
-  return True
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+  except OSError:
+    return False
 
 
 def _drop_if_stale(lock_path: str) -> bool:
@@ -191,7 +194,7 @@ def _drop_if_stale(lock_path: str) -> bool:
     if _try_lock(fd) and os.path.samestat(os.fstat(fd), os.stat(lock_path)):
       os.remove(lock_path)
       return True
-  except FileNotFoundError:
+  except OSError:  # gone meanwhile, or not removable here (the write then says why)
     pass
   finally:
     os.close(fd)  # releases the lock
