@@ -58,8 +58,7 @@ def main() -> None:
   parser.add_argument("--prompts", type=int, default=16)
   parser.add_argument("--max_new_tokens", type=int, default=64)
   args = parser.parse_args()
-  model = build(load_config(family.GIN_DIR / args.config,
-                                          ["ModelConfig.dtype = 'float32'"]))
+  model = build(load_config(family.GIN_DIR / args.config, ["ModelConfig.dtype = 'float32'"]))
   params = model.init(jax.random.PRNGKey(0))
   vocabulary = seqio.ByteVocabulary()
   options = seqio_tasks.tasks.PromptOptions(0, 1024, args.max_new_tokens)

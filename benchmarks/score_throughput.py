@@ -203,8 +203,8 @@ def main() -> None:
   options = seqio_tasks.tasks.PromptOptions(seed=0, max_length=args.max_length)
   for config_name in args.configs.split(","):
     model = build(load_config(family.GIN_DIR / CONFIGS[config_name],
-                                            ["ModelConfig.dtype = 'float32'"]),
-                         attention.for_platform(jax.default_backend()))
+                              ["ModelConfig.dtype = 'float32'"]),
+                  attention.for_platform(jax.default_backend()))
     params = model.init(jax.random.PRNGKey(0))
     limit = args.examples or (None if config_name == "tiny-4" else 16)
     bos_id = family.DEFAULT_BOS[model.architecture]

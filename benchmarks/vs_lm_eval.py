@@ -317,10 +317,13 @@ def median_run(runs: list[ToolRun]) -> ToolRun:
                  statistics.median(r.scoring_s for r in runs), runs[0].scores)
 
 
-def verdict(ratio: float, target: float | None) -> str:
+def verdict(ratio: float, target: float | None, at_most: bool = False) -> str:
+  """The ratio and, given a target (at least it; `at_most`: at most it), whether it is met."""
   if target is None:
     return f"{ratio:.2f}x"
-  return f"{ratio:.2f}x (target >= {target:g}x: {'met' if ratio >= target else 'NOT met'})"
+  met = ratio <= target if at_most else ratio >= target
+  bound = "<=" if at_most else ">="
+  return f"{ratio:.2f}x (target {bound} {target:g}x: {'met' if met else 'NOT met'})"
 
 
 def tool_line(name: str, run: ToolRun) -> str:
@@ -339,9 +342,8 @@ def ratio_line(invscale: ToolRun, lm_eval: ToolRun, task: str) -> str:
 
 
 def cold_line(cold: ToolRun, warm: ToolRun, task: str) -> str:
-  ratio, target = cold.measured.wall_s / warm.measured.wall_s, COLD_TARGETS.get(task)
-  met = "" if target is None else f" (target <= {target:g}x: {'met' if ratio <= target else 'NOT met'})"
-  return f" invscale cold / warm caches: wall {ratio:.2f}x{met}"
+  ratio = cold.measured.wall_s / warm.measured.wall_s
+  return f" invscale cold / warm caches: wall {verdict(ratio, COLD_TARGETS.get(task), True)}"
 
 
 def report(task: str, condition: str, pairs: list[Pair], max_cores: float

@@ -69,8 +69,7 @@ class Engine:
       o = self.options
       # The batch sizer measures the scoring step; decoding with `tokens_per_batch` 0 uses
       # the default budget. Each decoding step reads every weight once, so decoding takes
-      # twice the scoring budget: more rows per step (by default its 8,192 tokens of before
-      # scoring's went to 4,096).
+      # twice the scoring budget (8,192 tokens by default): more rows share each read.
       budget = 2 * (o.tokens_per_batch or ScoringOptions.tokens_per_batch)
       self._generator = Generator(self.loaded.model, self.loaded.params, self.loaded.mesh,
                                   DecodeOptions(o.generation_length, o.temperature, o.seed),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import tqdm
@@ -26,10 +27,11 @@ class Bar:
     self._bar.update(rows)
 
   def __enter__(self) -> "Bar":
-    self._writing = console.writing_with(lambda line: tqdm.tqdm.write(line, file=sys.stderr))
-    self._writing.__enter__()
+    self._stack = contextlib.ExitStack()
+    self._stack.callback(self._bar.close)
+    self._stack.enter_context(
+        console.writing_with(lambda line: tqdm.tqdm.write(line, file=sys.stderr)))
     return self
 
   def __exit__(self, *exc) -> None:
-    self._writing.__exit__(*exc)
-    self._bar.close()
+    self._stack.close()

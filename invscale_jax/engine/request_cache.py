@@ -5,9 +5,9 @@ The key is a hash of everything requests are made of: the task's data (its sha25
 variant, the vocabulary's identity (`vocab_spec.identity`: the tokenizer file's content),
 the BOS token, max_length, the prompt options (seed, tokenization, generation room, limit)
 and anything else in the run's key parts that is not the model's own (checkpoint,
-network) or bookkeeping (family, seed group, task directory), plus `VERSION`; a changed input is a different key, so always a miss. Entries
-live in memory for the process and as JSON files in `<invscale cache dir>/requests/`; an
-unreadable file is rebuilt.
+network) or bookkeeping (family, seed group, task directory), plus `VERSION`; a changed
+input is a different key, so always a miss. Entries live in memory for the process and as
+JSON files in `<invscale cache dir>/requests/`; an unreadable file is rebuilt.
 """
 
 from __future__ import annotations
